@@ -1,0 +1,10 @@
+"""minitx: a minimal transformer whose every kernel counts its FLOPs and bytes as it runs.
+
+Public API: Config, Transformer, AdamW, KVCache, generate, count, load_hf, export_hf, formulas, hardware.
+"""
+from .config import Config
+from .counting import count
+from .model import Transformer
+
+__version__ = "0.1.0"
+__all__ = ["Config", "Transformer", "count"]
