@@ -8,3 +8,6 @@ from .model import Transformer
 
 __version__ = "0.1.0"
 __all__ = ["Config", "Transformer", "count"]
+from .optim import AdamW
+
+__all__ += ["AdamW"]

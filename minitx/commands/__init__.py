@@ -1,0 +1,1 @@
+"""Implementations of the `minitx` subcommands (wired in minitx/cli.py)."""
