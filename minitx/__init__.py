@@ -11,3 +11,8 @@ __all__ = ["Config", "Transformer", "count"]
 from .optim import AdamW
 
 __all__ += ["AdamW"]
+from .decode import KVCache, generate
+__all__ += ["KVCache", "generate"]
+from .hf import export_hf, hf_config, load_hf
+
+__all__ += ["load_hf", "export_hf", "hf_config"]

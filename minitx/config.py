@@ -202,6 +202,7 @@ def from_hf(source: str | os.PathLike | Mapping[str, Any]) -> Config:
     Keys missing from the file take the defaults that transformers uses for that model type, e.g. Llama and
     Mistral untie the LM head unless told otherwise, GPT-2 and Gemma tie it. transformers 5 writes `rope_theta`
     inside a `rope_parameters` dict; older files keep it at the top level: both are read.
+    Mistral's sliding window is exact for sequences no longer than the window, so n_ctx is capped at it.
     """
     hf = _read_hf_json(source)
     model_type = hf.get("model_type")
@@ -213,6 +214,9 @@ def from_hf(source: str | os.PathLike | Mapping[str, Any]) -> Config:
         act = hf.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
             raise ValueError(f"GPT-2 activation_function {act!r} is not supported (minitx runs the tanh GELU)")
+        if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
+            raise ValueError("GPT-2 attention scaled other than by 1/sqrt(head_dim) (scale_attn_weights=False or "
+                             "scale_attn_by_inverse_layer_idx=True) is not supported")
         return Config(name=name, vocab_size=hf.get("vocab_size", 50257), n_ctx=hf.get("n_positions", 1024),
                       d_model=d_model, n_layers=hf.get("n_layer", 12), n_heads=hf.get("n_head", 12),
                       d_ff=hf.get("n_inner") or 4 * d_model, norm_eps=hf.get("layer_norm_epsilon", 1e-5),
@@ -229,13 +233,20 @@ def from_hf(source: str | os.PathLike | Mapping[str, Any]) -> Config:
         raise ValueError(f"{model_type} with attention_bias/mlp_bias is not supported (minitx's Llama has no biases)")
     rope = hf.get("rope_parameters") or {}
     theta = rope.get("rope_theta", hf.get("rope_theta", defaults["rope_theta"]))
-    rope_type = rope.get("rope_type", (hf.get("rope_scaling") or {}).get("rope_type", "default"))
+    scaling = hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))  # "type": old files
     if rope_type not in ("default", None):
         raise ValueError(f"rope_type {rope_type!r} (RoPE scaling) is not supported; minitx runs plain RoPE")
     n_heads = get("num_attention_heads")
-    return Config(name=name, vocab_size=get("vocab_size"), n_ctx=get("max_position_embeddings"),
+    # A key that is absent takes the class default; an explicit null means "as many as query heads" (n_kv_heads)
+    # or "hidden_size / heads" (head_dim), as transformers' __init__ does.
+    n_kv_heads = hf["num_key_value_heads"] if "num_key_value_heads" in hf else defaults["num_key_value_heads"]
+    head_dim = hf["head_dim"] if "head_dim" in hf else defaults["head_dim"]
+    window = hf.get("sliding_window", 4096) if model_type == "mistral" else None  # Llama, Gemma 1: no window
+    n_ctx = get("max_position_embeddings") if window is None else min(get("max_position_embeddings"), window)
+    return Config(name=name, vocab_size=get("vocab_size"), n_ctx=n_ctx,
                   d_model=get("hidden_size"), n_layers=get("num_hidden_layers"), n_heads=n_heads,
-                  n_kv_heads=hf.get("num_key_value_heads") or n_heads, head_dim=hf.get("head_dim"),
+                  n_kv_heads=n_kv_heads or n_heads, head_dim=head_dim,
                   d_ff=get("intermediate_size"), norm="rmsnorm", norm_eps=float(get("rms_norm_eps")),
                   mlp="gated", activation=activation, position="rope", rope_theta=float(theta), bias=False,
                   tie_embeddings=bool(get("tie_word_embeddings")), embed_scale=is_gemma,
@@ -246,13 +257,14 @@ def from_hf(source: str | os.PathLike | Mapping[str, Any]) -> Config:
 _HF_DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                   num_attention_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0,
-                  tie_word_embeddings=False, hidden_act="silu"),
+                  tie_word_embeddings=False, hidden_act="silu", num_key_value_heads=None, head_dim=None),
     "mistral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                     num_attention_heads=32, max_position_embeddings=4096 * 32, rms_norm_eps=1e-6,
-                    rope_theta=10000.0, tie_word_embeddings=False, hidden_act="silu"),
+                    rope_theta=10000.0, tie_word_embeddings=False, hidden_act="silu", num_key_value_heads=8,
+                    head_dim=None),
     "gemma": dict(vocab_size=256000, hidden_size=3072, intermediate_size=24576, num_hidden_layers=28,
                   num_attention_heads=16, max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=10000.0,
-                  tie_word_embeddings=True, hidden_act="gelu_pytorch_tanh"),
+                  tie_word_embeddings=True, hidden_act="gelu_pytorch_tanh", num_key_value_heads=16, head_dim=256),
 }
 
 

@@ -49,7 +49,9 @@ RESIDUAL_GRAD_ADD = 1
 NORM_UNIT_OFFSET = 1
 
 # Activations, per element of the MLP hidden size F (for the gated MLP, per element of the product).
-GELU_FWD = 9        # x³ (2), ·c (1), + x (1), ·k (1), tanh (1), 1 + (1), ·0.5 (1), · x (1)
+# GELU is computed as x·σ(2z), σ(2z) = 0.5·(1 + tanh z) (see ops/activations.py):
+# u = x³·c + x (4), σ = 1/(1 + exp(−2k·u)) (4), y = x·σ (1). Backward: u, σ (8), the derivative (9), ·dout (1).
+GELU_FWD = 9
 GELU_BWD = 18
 GEGLU_FWD = 10      # gelu(gate) · up
 GEGLU_BWD = 21

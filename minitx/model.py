@@ -60,7 +60,7 @@ class Transformer:
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a minitx.Config, got {type(cfg).__name__}")
         try:
-            ok = np.dtype(dtype).name in DTYPES
+            ok = dtype is not None and np.dtype(dtype).name in DTYPES   # np.dtype(None) would be float64
         except TypeError:
             ok = False
         if not ok:
@@ -216,7 +216,10 @@ class Transformer:
     # ---- input checks (before any kernel runs: the kernels index without bounds checks) ---------------------
     def check_tokens(self, tokens, arg: str, max_len: int | None = None) -> np.ndarray:
         """Validate ids: an integer array of shape (B, T), 1 ≤ T ≤ n_ctx, every id in [0, V)."""
-        arr = np.asarray(tokens)
+        try:
+            arr = np.asarray(tokens)
+        except (ValueError, TypeError) as e:   # e.g. ragged nested lists
+            raise ValueError(f"{arg} must be a (B, T) array of integer token ids: {e}") from None
         if arr.dtype == bool or arr.dtype.kind not in "iu":
             raise TypeError(f"{arg} must hold integer token ids, got dtype {arr.dtype}")
         if arr.ndim != 2:
@@ -232,6 +235,17 @@ class Transformer:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{arg} holds id {bad}, outside [0, {self.cfg.vocab_size}) (vocab_size)")
         return np.ascontiguousarray(arr, dtype=np.int64)
+
+    # ---- KV-cached inference (the work is in minitx/decode.py) ----------------------------------------------
+    def prefill(self, tokens, cache, lengths=None) -> np.ndarray:
+        """(B, T) right-padded prompts, lengths (B,) -> logits (B, V) of each last prompt token; fills `cache`."""
+        from .decode import prefill
+        return prefill(self, tokens, cache, lengths)
+
+    def decode(self, tokens, cache) -> np.ndarray:
+        """One new token per sequence, (B,) or (B, 1) -> logits (B, V); each sequence's cache grows by one."""
+        from .decode import decode
+        return decode(self, tokens, cache)
 
 
 def _positions(B: int, T: int) -> np.ndarray:

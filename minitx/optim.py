@@ -20,14 +20,20 @@ from .params import views
 
 @njit(cache=True)
 def _adamw_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    decay = 1.0 - lr * weight_decay
+    # Scalars are cast to the parameters' dtype so that a float32 model updates in float32 arithmetic (as
+    # PyTorch does), which the compiler can vectorise; mixing in float64 scalars would not.
+    f = p.dtype.type
+    decay, b1, b2 = f(1.0 - lr * weight_decay), f(beta1), f(beta2)
+    one_minus_b1, one_minus_b2 = f(1.0 - beta1), f(1.0 - beta2)
+    c1, c2, step, e = f(bc1), f(bc2), f(lr), f(eps)
     for i in range(p.size):
+        gi = g[i]
         p[i] *= decay
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i]
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i]
-        m_hat = m[i] / bc1
-        v_hat = v[i] / bc2
-        p[i] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+        mi = b1 * m[i] + one_minus_b1 * gi
+        vi = b2 * v[i] + one_minus_b2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= step * (mi / c1) / (np.sqrt(vi / c2) + e)
 
 
 class AdamW:
@@ -39,7 +45,7 @@ class AdamW:
 
     def __init__(self, model, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        _check_range("lr", lr, 0.0, None, low_open=True)
+        _check_range("lr", lr, 0.0, None)   # lr = 0 is allowed, as in PyTorch: a step then changes nothing
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         _check_range("betas[0]", betas[0], 0.0, 1.0, high_open=True)
@@ -78,6 +84,9 @@ class AdamW:
             extra = sorted(set(grads) - set(self.model.params))
             if missing or extra:
                 raise ValueError(f"grads must be keyed like model.params; missing {missing[:5]}, unknown {extra[:5]}")
+            for s in self.model.table:    # a wrong shape could otherwise shift every later tensor's gradient
+                if np.shape(grads[s.name]) != s.shape:
+                    raise ValueError(f"grads[{s.name!r}] has shape {np.shape(grads[s.name])}, expected {s.shape}")
             g = np.concatenate([np.asarray(grads[s.name], dtype=self.model.dtype).reshape(-1)
                                 for s in self.model.table])
         else:

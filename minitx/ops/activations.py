@@ -4,6 +4,10 @@ GELU   y = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
 SwiGLU y = silu(gate)·up,  silu(g) = g / (1 + e^(−g))
 GeGLU  y = gelu(gate)·up
 
+The kernels use the identity 0.5·(1 + tanh(z)) = 1 / (1 + e^(−2z)) = σ(2z): the same function, but one exp is
+several times cheaper than a libm tanh, and there is no cancellation near z = 0. So gelu(x) = x·σ(2z) and
+gelu'(x) = σ + 2k·x·σ(1 − σ)(1 + 3c·x²), with z = k(x + c·x³).
+
 The gated forms take one (N, 2F) array laid out [gate | up] (one matmul produced both) and return (N, F).
 Saves for backward: the input (recomputing tanh/exp is cheaper than storing its result).
 """
@@ -28,13 +32,17 @@ class ActCache(NamedTuple):
 
 
 @njit(cache=True, inline="always")
+def _gelu_sigma(x):
+    """σ(2z) = 0.5·(1 + tanh z), z = k(x + c·x³): 4 + 4 FLOPs."""
+    u = x * x * x * GELU_C + x
+    return 1.0 / (1.0 + np.exp(u * (-2.0 * GELU_K)))
+
+
+@njit(cache=True, inline="always")
 def _gelu_and_grad(x):
-    cube = GELU_C * x * x * x
-    t = np.tanh(GELU_K * (x + cube))
-    half_1pt = 0.5 * (1.0 + t)
-    sech2 = 1.0 - t * t
-    grad = half_1pt + x * (0.5 * GELU_K) * sech2 * (1.0 + (3.0 * GELU_C) * x * x)
-    return x * half_1pt, grad
+    s = _gelu_sigma(x)
+    grad = s + (2.0 * GELU_K) * (x * s) * (1.0 - s) * (1.0 + (3.0 * GELU_C) * (x * x))
+    return x * s, grad
 
 
 @njit(cache=True)
@@ -42,7 +50,7 @@ def _gelu_fwd(u, out):
     flat_u, flat_o = u.reshape(-1), out.reshape(-1)
     for i in range(flat_u.size):
         x = flat_u[i]
-        flat_o[i] = 0.5 * x * (1.0 + np.tanh(GELU_K * (x + GELU_C * x * x * x)))
+        flat_o[i] = x * _gelu_sigma(x)
 
 
 @njit(cache=True)
@@ -60,7 +68,7 @@ def _gated_fwd(u, out, use_gelu):
         for j in range(F):
             g, up = u[i, j], u[i, F + j]
             if use_gelu:
-                a = 0.5 * g * (1.0 + np.tanh(GELU_K * (g + GELU_C * g * g * g)))
+                a = g * _gelu_sigma(g)
             else:
                 a = g / (1.0 + np.exp(-g))
             out[i, j] = a * up

@@ -34,8 +34,12 @@ def _embed_fwd(tokens, pos, wte, wpe, scale, out):
             row = wte[tokens[b, t]]
             if use_pos:
                 prow = wpe[pos[b, t]]
-                for c in range(C):
-                    out[b, t, c] = row[c] + prow[c]
+                if scale != 1.0:
+                    for c in range(C):
+                        out[b, t, c] = row[c] * scale + prow[c]
+                else:
+                    for c in range(C):
+                        out[b, t, c] = row[c] + prow[c]
             elif scale != 1.0:
                 for c in range(C):
                     out[b, t, c] = row[c] * scale

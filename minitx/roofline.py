@@ -1,0 +1,819 @@
+"""The roofline model: counted FLOPs and bytes, turned into time on given hardware.
+
+One op that does F FLOPs and moves M bytes (read + written) cannot finish faster than either
+
+    T_math  = F / peak         (the chip's dense FLOP/s for the dtype the op computes in)
+    T_bytes = M / bandwidth    (DRAM bytes per second)
+
+so its predicted time is max(T_math, T_bytes). Which term wins depends on the op's arithmetic intensity F / M
+against the chip's ridge point peak / bandwidth: above the ridge the op is compute-bound, below it memory-bound.
+A phase (prefill, one decode step) is predicted as the SUM over its ops of that max: minitx's ops are unfused,
+each one a trip to memory and back (minitx.conventions), so they do not overlap. The Scaling Book calls
+max(T_math, T_bytes) the lower bound and T_math + T_bytes the upper one; the prediction here is the lower bound
+of an unfused implementation, op by op.
+
+Where the op costs come from: anything with `name`, `op`, `flops`, `bytes_read`, `bytes_written` (and `phase`,
+optionally): the records of a `minitx.count()` block (what really ran) or the `OpCost`s of `minitx.formulas`
+(what would run: `formulas.prefill`, `formulas.decode_step`, no allocation, so a 70B model answers at once).
+
+    rl = roofline.analyze(formulas.decode_step(cfg, 1, 1000, "bfloat16"), "h100", "bf16", phase="decode")
+    rl.time, rl.phases()["decode"].intensity, rl.table("op")
+
+The classic whole-step forms, each with its assumptions in its docstring:
+
+    decode_floor    decode step ≥ (weight bytes + B · KV bytes per sequence) / bandwidth, or 2·B·P / peak when
+                    that is larger (the Scaling Book's "if there is one thing" formula)
+    prefill_floor   prefill ≈ (2·P·tokens + causal attention FLOPs) / peak
+    critical_batch  the batch where decode turns compute-bound: bf16 weights give intensity ≈ B, so ≈ the ridge
+    max_batch       the largest batch whose KV cache fits in memory next to the weights
+
+Serving (TTFT, TPOT, tokens/s) for real models, from the formulas: `serving_point`, `sweep`. The same on this
+CPU, measured against the measured machine: `measure_inference`, `measure_decode_sweep`.
+
+Units: seconds, bytes, FLOPs; GB = 1e9 bytes. dtype names: "bf16"/"bfloat16", "fp16"/"float16", "fp32"/"float32",
+"int8" (int8 weights, KV and int8 OPs: the chip's int8 peak).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import formulas
+from .config import Config
+from .counting import Counter
+from .hardware import Hardware, get as get_hardware
+
+COMPUTE, MEMORY = "compute", "memory"
+
+# dtype as the formulas spell it -> as the hardware presets spell it
+_HW_DTYPE = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8"}
+_ALIASES = {"fp64": "float64", "fp32": "float32", "f32": "float32", "fp16": "float16", "half": "float16",
+            "bf16": "bfloat16", "i8": "int8"}
+
+
+def dtype_name(dtype: Any) -> str:
+    """The formulas' name of a dtype ("bf16" -> "bfloat16"); raises on an unknown one."""
+    name = getattr(dtype, "name", dtype)
+    key = _ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
+    if key not in _HW_DTYPE:
+        raise ValueError(f"dtype {dtype!r} is unknown; choose one of bf16, fp16, fp32, int8 "
+                         "(or bfloat16, float16, float32, float64)")
+    return key
+
+
+def hw_dtype(dtype: Any) -> str:
+    """The hardware presets' name of a dtype ("bfloat16" -> "bf16")."""
+    return _HW_DTYPE[dtype_name(dtype)]
+
+
+def _positive_int(name: str, value: Any, lowest: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
+        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
+    return int(value)
+
+
+# ==============================================================================================================
+# Op by op
+
+@dataclass(frozen=True)
+class OpTime:
+    """One op on the roofline. Times in seconds; `bound` is whichever of the two terms is larger."""
+    name: str
+    op: str
+    phase: str
+    flops: int
+    bytes_read: int
+    bytes_written: int
+    t_compute: float     # flops / peak
+    t_memory: float      # bytes / bandwidth
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte moved; inf for an op that moves nothing."""
+        return self.flops / self.bytes if self.bytes else math.inf
+
+    @property
+    def time(self) -> float:
+        return max(self.t_compute, self.t_memory)
+
+    @property
+    def bound(self) -> str:
+        return COMPUTE if self.t_compute > self.t_memory else MEMORY
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bytes": self.bytes, "intensity": _finite(self.intensity), "time": self.time,
+                "bound": self.bound}
+
+
+@dataclass(frozen=True)
+class Group:
+    """Totals of a group of ops (a phase, an op kind). `compute_share`: fraction of the predicted time spent in
+    compute-bound ops. `bound` of a group: "compute" when most of its time is compute-bound."""
+    key: str
+    flops: int
+    bytes: int
+    time: float
+    t_compute: float     # Σ flops/peak over the group, whatever each op's bound
+    t_memory: float      # Σ bytes/bandwidth
+    compute_time: float  # Σ time of the compute-bound ops
+    n_ops: int
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else math.inf
+
+    @property
+    def compute_share(self) -> float:
+        return self.compute_time / self.time if self.time else 0.0
+
+    @property
+    def bound(self) -> str:
+        return COMPUTE if self.compute_share > 0.5 else MEMORY
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "intensity": _finite(self.intensity), "compute_share": self.compute_share,
+                "bound": self.bound}
+
+
+def _group(key: str, ops: Iterable[OpTime]) -> Group:
+    ops = list(ops)
+    return Group(key, sum(o.flops for o in ops), sum(o.bytes for o in ops), sum(o.time for o in ops),
+                 sum(o.t_compute for o in ops), sum(o.t_memory for o in ops),
+                 sum(o.time for o in ops if o.bound == COMPUTE), len(ops))
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Op costs placed on one chip's roofline: per-op times, and sums per phase and per op kind."""
+    hardware: Hardware
+    dtype: str           # the hardware's dtype key whose peak is used ("bf16", "fp32", ...)
+    peak: float          # FLOP/s
+    bandwidth: float     # bytes/s
+    ops: tuple[OpTime, ...]
+
+    @property
+    def ridge(self) -> float:
+        return self.peak / self.bandwidth
+
+    @property
+    def time(self) -> float:
+        """Predicted seconds for all the ops: Σ max(flops/peak, bytes/bandwidth)."""
+        return sum(o.time for o in self.ops)
+
+    @property
+    def flops(self) -> int:
+        return sum(o.flops for o in self.ops)
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.bytes for o in self.ops)
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else math.inf
+
+    def total(self) -> Group:
+        return _group("total", self.ops)
+
+    def phases(self) -> dict[str, Group]:
+        """{phase: Group} in order of first appearance."""
+        return self._by(lambda o: o.phase)
+
+    def by_op(self, phase: str | None = None) -> dict[str, Group]:
+        """{op kind: Group} (matmul, attention, softmax, norm, ...), optionally within one phase."""
+        return self._by(lambda o: o.op, phase)
+
+    def by_name(self, depth: int | None = None, phase: str | None = None) -> dict[str, Group]:
+        """{name: Group}; with depth, names cut to their first `depth` dotted parts."""
+        return self._by(lambda o: ".".join(o.name.split(".")[:depth]) if depth else o.name, phase)
+
+    def _by(self, key, phase: str | None = None) -> dict[str, Group]:
+        groups: dict[str, list[OpTime]] = {}
+        for o in self.ops:
+            if phase is None or o.phase == phase:
+                groups.setdefault(key(o), []).append(o)
+        return {k: _group(k, v) for k, v in groups.items()}
+
+    def table(self, key: str = "op", phase: str | None = None) -> str:
+        """A text table per op kind ("op"), per "phase" or per "name", with units."""
+        groups = {"op": lambda: self.by_op(phase), "phase": self.phases,
+                  "name": lambda: self.by_name(phase=phase)}
+        if key not in groups:
+            raise ValueError(f"table(key={key!r}): key must be op, phase or name")
+        return group_table(list(groups[key]().values()) + [self.total()], key,
+                           f"{self.hardware.name}, {self.dtype}: peak {self.peak / 1e12:.4g} TFLOP/s, "
+                           f"{self.bandwidth / 1e9:.4g} GB/s, ridge {self.ridge:.1f} FLOP/B")
+
+    def to_dict(self) -> dict:
+        return {"hardware": self.hardware.name, "dtype": self.dtype, "peak_flops": self.peak,
+                "bandwidth": self.bandwidth, "ridge": self.ridge, "time": self.time,
+                "phases": {k: g.to_dict() for k, g in self.phases().items()},
+                "by_op": {k: g.to_dict() for k, g in self.by_op().items()},
+                "ops": [o.to_dict() for o in self.ops]}
+
+
+def group_table(groups: list[Group], key: str, title: str) -> str:
+    head = (f"{key:<20} {'GFLOP':>11} {'MB moved':>11} {'FLOP/B':>8} {'compute ms':>11} {'memory ms':>11} "
+            f"{'roofline ms':>12} {'bound':>8}")
+    lines = [title, "(times: compute = FLOPs/peak, memory = bytes/bandwidth, roofline = Σ per-op max; "
+                    "MB = 1e6 bytes)", head, "-" * len(head)]
+    for g in groups:
+        ai = f"{g.intensity:8.2f}" if g.bytes else "       -"
+        lines.append(f"{g.key:<20} {g.flops / 1e9:>11.4g} {g.bytes / 1e6:>11.4g} {ai} {g.t_compute * 1e3:>11.4g} "
+                     f"{g.t_memory * 1e3:>11.4g} {g.time * 1e3:>12.4g} {g.bound:>8}")
+    return "\n".join(lines)
+
+
+def _records(costs: Any) -> list:
+    """Op costs from a Counter, a {name: OpCost} dict, a {phase: {name: OpCost}} dict, or an iterable."""
+    if isinstance(costs, Counter):
+        return list(costs.records)
+    if isinstance(costs, Mapping):
+        out = []
+        for key, v in costs.items():
+            if isinstance(v, Mapping):
+                out.extend((key, c) for c in v.values())   # (phase, cost) from {phase: {name: cost}}
+            else:
+                out.append(v)
+        return out
+    return list(costs)
+
+
+def analyze(costs: Any, hardware: "str | Hardware", dtype: Any = "bf16", phase: str | None = None) -> Roofline:
+    """Place op costs on the roofline of `hardware` computing in `dtype`.
+
+    costs     a Counter, `Counter.records`, a {name: OpCost} dict (formulas.prefill / decode_step), or a list
+              of any objects with name, op, flops, bytes_read, bytes_written
+    phase     the phase to file costs under when they carry none (OpCosts); a Record's own phase wins
+    """
+    hw = get_hardware(hardware)
+    key = hw_dtype(dtype)
+    peak, bandwidth = hw.peak(key), hw.bandwidth
+    ops = []
+    for item in _records(costs):
+        own_phase, cost = item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) \
+            else (None, item)
+        try:
+            flops, read, written = int(cost.flops), int(cost.bytes_read), int(cost.bytes_written)
+            name, op = str(cost.name), str(cost.op)
+        except AttributeError as e:
+            raise TypeError(f"op costs need name, op, flops, bytes_read, bytes_written; {cost!r} has not: {e}") \
+                from None
+        if flops < 0 or read < 0 or written < 0:
+            raise ValueError(f"op {name!r} has negative FLOPs or bytes")
+        ph = getattr(cost, "phase", None) or own_phase or phase or "-"
+        ops.append(OpTime(name, op, ph, flops, read, written, flops / peak, (read + written) / bandwidth))
+    return Roofline(hw, key, peak, bandwidth, tuple(ops))
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# ==============================================================================================================
+# The classic whole-step forms
+
+EMBEDDING_CONVENTIONS = ("read", "gather")
+
+
+def _gathered_params(cfg: Config) -> int:
+    """Parameters that a token only gathers one row of: the input embedding when it is not also the LM head
+    (untied), and the learned position table. A tied wte is read in full by the head anyway."""
+    wte = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model
+    wpe = cfg.n_ctx * cfg.d_model if cfg.position == "learned" else 0
+    return wte + wpe
+
+
+def _gathered_rows(cfg: Config) -> int:
+    """Embedding rows a token gathers (token row, and a position row for learned positions)."""
+    return (0 if cfg.tie_embeddings else 1) + (1 if cfg.position == "learned" else 0)
+
+
+@dataclass(frozen=True)
+class DecodeFloor:
+    """One decode step, the Scaling Book's way: t_kv + max(t_weights, t_compute)."""
+    batch: int
+    context: int           # tokens per sequence in the KV cache that the step reads
+    weight_bytes: int      # read once per step, whatever the batch
+    kv_bytes: int          # batch · context · KV bytes per token
+    flops: int             # 2 · B · P (matmul FLOPs; attention's are inside the KV term's time)
+    t_weights: float
+    t_kv: float
+    t_compute: float
+    embedding: str
+
+    @property
+    def time(self) -> float:
+        return self.t_kv + max(self.t_weights, self.t_compute)
+
+    @property
+    def memory_time(self) -> float:
+        """The bandwidth floor alone: (weight bytes + KV bytes) / bandwidth."""
+        return self.t_weights + self.t_kv
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.batch / self.time
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "time": self.time, "memory_time": self.memory_time,
+                "tokens_per_s": self.tokens_per_s}
+
+
+def decode_floor(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batch: int = 1, context: int = 0,
+                 embedding: str = "read") -> DecodeFloor:
+    """The least time one decode step can take: every weight and every cached K/V byte must cross the memory
+    bus once, and every weight must be multiplied by every token of the batch.
+
+        time = B · KV_bytes(context) / BW  +  max(weight_bytes / BW,  2 · B · P / peak)
+
+    Assumptions: weights and the KV cache stream from DRAM once per step (no cache reuse across steps);
+    attention FLOPs and activations are left out (attention at decode is always bandwidth-bound: its time is the
+    KV term); the matmuls run at the dtype's dense peak; one chip.
+    embedding="read": every parameter is read (weight bytes = P · itemsize, the usual quote).
+    embedding="gather": the input embedding (untied) and learned position table are only gathered, one row per
+    token, as minitx's embedding op counts them: weight bytes = (P − gathered tables + B · rows) · itemsize.
+    FLOPs = 2 · B · P with either convention (the Scaling Book's; the difference is small).
+    """
+    hw = get_hardware(hardware)
+    name = dtype_name(dtype)
+    B = _positive_int("batch", batch)
+    S = _positive_int("context", context, 0)
+    if embedding not in EMBEDDING_CONVENTIONS:
+        raise ValueError(f"embedding={embedding!r} must be one of {EMBEDDING_CONVENTIONS}")
+    s = formulas.itemsize(name)
+    P = formulas.num_params(cfg)
+    if embedding == "read":
+        weight_bytes = P * s
+    else:
+        weight_bytes = (P - _gathered_params(cfg) + B * _gathered_rows(cfg) * cfg.d_model) * s
+    kv = formulas.kv_cache_bytes(cfg, B, S, name)
+    flops = 2 * B * P
+    return DecodeFloor(B, S, weight_bytes, kv, flops, weight_bytes / hw.bandwidth, kv / hw.bandwidth,
+                       flops / hw.peak(hw_dtype(name)), embedding)
+
+
+@dataclass(frozen=True)
+class PrefillFloor:
+    batch: int
+    tokens: int             # per sequence
+    linear_flops: int       # 2 · P' · B · T
+    attention_flops: int    # QKᵀ and A·V: 4 · L · NH·HS per (query, key) pair counted
+    weight_bytes: int
+    t_compute: float
+    t_weights: float
+    embedding_flops: bool
+    attention: str
+
+    @property
+    def flops(self) -> int:
+        return self.linear_flops + self.attention_flops
+
+    @property
+    def time(self) -> float:
+        return max(self.t_compute, self.t_weights)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "flops": self.flops, "time": self.time}
+
+
+ATTENTION_CONVENTIONS = ("causal", "full", "none")
+
+
+def prefill_floor(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", tokens: int = 1000,
+                  batch: int = 1, embedding_flops: bool = True, attention: str = "causal") -> PrefillFloor:
+    """Prefill at 100% of peak: FLOPs / peak, where
+
+        FLOPs = 2 · P' · B · T + attention
+        P'    = P (embedding_flops=True: 2 FLOPs per parameter per token, all parameters, the "2·P·tokens"
+                of the literature) or P minus the tables that are only gathered (embedding_flops=False:
+                the lookup costs no FLOPs, as in minitx's counts)
+        attention  causal: 4 · L · NH·HS · T(T+1)/2 per sequence (QKᵀ and A·V, each 2·HS per head per visible
+                   pair); full: 4 · L · NH·HS · T² (minitx's count and PaLM's: the whole rectangle); none: 0
+
+    Assumptions: compute-bound (T far above the ridge); weights read once (t_weights is reported, and the
+    time is max(t_compute, t_weights)); the LM head runs on all T tokens (2·P counts it per token) though a
+    server needs only the last row; softmax, norms, activations left out.
+    """
+    hw = get_hardware(hardware)
+    name = dtype_name(dtype)
+    B = _positive_int("batch", batch)
+    T = _positive_int("tokens", tokens)
+    if attention not in ATTENTION_CONVENTIONS:
+        raise ValueError(f"attention={attention!r} must be one of {ATTENTION_CONVENTIONS}")
+    P = formulas.num_params(cfg)
+    P_flop = P if embedding_flops else P - _gathered_params(cfg)
+    pairs = {"causal": T * (T + 1) // 2, "full": T * T, "none": 0}[attention]
+    attn = 4 * cfg.n_layers * cfg.q_dim * pairs * B
+    linear = 2 * P_flop * B * T
+    weight_bytes = P * formulas.itemsize(name)
+    return PrefillFloor(B, T, linear, attn, weight_bytes, (linear + attn) / hw.peak(hw_dtype(name)),
+                        weight_bytes / hw.bandwidth, bool(embedding_flops), attention)
+
+
+@dataclass(frozen=True)
+class CriticalBatch:
+    """Where decode turns compute-bound. `analytic` = ridge · itemsize / 2: a weights-only step does 2·B FLOPs
+    per parameter and reads itemsize bytes of it, intensity 2·B/itemsize (= B in bf16), which reaches the
+    ridge at B = ridge · itemsize / 2. `from_ops`: the smallest batch at which the decode step's matmuls
+    (formulas' op costs: weights AND activations moved) spend more time computing than moving bytes."""
+    ridge: float
+    itemsize: int
+    analytic: float
+    from_ops: int | None     # None: never within 2**24 sequences
+    context: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _matmul_balance(cfg: Config, hw: Hardware, name: str, B: int, context: int) -> float:
+    """Σ flops/peak − Σ bytes/bandwidth over the matmul ops of one decode step."""
+    peak = hw.peak(hw_dtype(name))
+    ops = [c for c in formulas.decode_step(cfg, B, context, name).values() if c.op == "matmul"]
+    return sum(c.flops for c in ops) / peak - sum(c.bytes for c in ops) / hw.bandwidth
+
+
+def critical_batch(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", context: int = 0) -> CriticalBatch:
+    """The decode batch at which the weight matmuls turn compute-bound (see CriticalBatch). Attention is left
+    out: at decode it reads B·context KV rows for 4·B·context·HS·NH FLOPs, intensity ≈ NH/KV·(2/itemsize),
+    memory-bound at any batch, so it never turns."""
+    hw = get_hardware(hardware)
+    name = dtype_name(dtype)
+    s = formulas.itemsize(name)
+    ridge = hw.ridge(hw_dtype(name))
+    lo, hi = 1, 1
+    found = None
+    if _matmul_balance(cfg, hw, name, 1, context) >= 0:
+        found = 1
+    else:
+        while hi < 2 ** 24 and _matmul_balance(cfg, hw, name, hi, context) < 0:
+            lo, hi = hi, hi * 2
+        if _matmul_balance(cfg, hw, name, hi, context) >= 0:
+            while hi - lo > 1:                       # invariant: lo is memory-bound, hi compute-bound
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if _matmul_balance(cfg, hw, name, mid, context) < 0 else (lo, mid)
+            found = hi
+    return CriticalBatch(ridge, s, ridge * s / 2, found, context)
+
+
+def memory_needed(cfg: Config, dtype: Any, batch: int, context: int) -> int:
+    """Weights + KV cache for `batch` sequences of `context` tokens, bytes. Activations are left out (one
+    layer's worth, small next to these at serving sizes)."""
+    name = dtype_name(dtype)
+    return formulas.param_bytes(cfg, name) + formulas.kv_cache_bytes(cfg, batch, context, name)
+
+
+def max_batch(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", context: int = 2048) -> int:
+    """The largest batch whose KV cache (context tokens per sequence) fits in the chip's memory next to the
+    weights: floor((memory − P·itemsize) / (context · KV bytes per token)). 0 if the weights alone don't fit."""
+    hw = get_hardware(hardware)
+    name = dtype_name(dtype)
+    S = _positive_int("context", context)
+    free = hw.memory - formulas.param_bytes(cfg, name)
+    if free < 0:
+        return 0
+    return int(free // formulas.kv_cache_bytes(cfg, 1, S, name))
+
+
+# ==============================================================================================================
+# Serving a real model: TTFT, TPOT, throughput, from the formulas' op costs
+
+@dataclass(frozen=True)
+class ServingPoint:
+    """One batch size. `batch` requests with `prompt` tokens each arrive together; each gets `gen` new tokens.
+
+    ttft      prefill of the whole batch: the first new token comes out of the prefill's logits
+    tpot      mean decode step over the gen − 1 steps that follow (one token per sequence per step)
+    latency   ttft + tpot · (gen − 1): Databricks' TTFT + TPOT × tokens, with the first token in the TTFT
+    """
+    batch: int
+    prompt: int
+    gen: int
+    ttft: float
+    tpot: float
+    prefill_intensity: float
+    prefill_bound: str
+    decode_intensity: float       # of the mean decode step, whole step (weights, KV, activations)
+    decode_bound: str
+    memory_bytes: int             # weights + KV cache at prompt + gen tokens
+    fits: bool                    # memory_bytes <= the chip's memory
+
+    @property
+    def latency(self) -> float:
+        return self.ttft + self.tpot * (self.gen - 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode throughput over the whole batch: B tokens per step."""
+        return self.batch / self.tpot
+
+    @property
+    def tokens_per_s_per_user(self) -> float:
+        return 1.0 / self.tpot
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.batch * self.prompt / self.ttft
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "latency": self.latency, "tokens_per_s": self.tokens_per_s,
+                "tokens_per_s_per_user": self.tokens_per_s_per_user,
+                "prefill_tokens_per_s": self.prefill_tokens_per_s}
+
+
+def prefill_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, prompt: int) -> Roofline:
+    """formulas.prefill(cfg, B, T) on the roofline."""
+    return analyze(formulas.prefill(cfg, batch, prompt, dtype_name(dtype)), hardware, dtype, phase="prefill")
+
+
+def decode_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, context: int) -> Roofline:
+    """formulas.decode_step(cfg, B, t=context) on the roofline: one step with `context` tokens cached."""
+    return analyze(formulas.decode_step(cfg, batch, context, dtype_name(dtype)), hardware, dtype, phase="decode")
+
+
+def decode_steps(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, first: int,
+                 steps: int) -> tuple[float, float]:
+    """(mean step time, mean step intensity) over decode steps with first, first+1, ..., first+steps-1 tokens
+    cached: exact, without building every step. Each op's FLOPs and bytes are affine in the cache length (the
+    scores, softmax and mix grow by one key per step), so two steps give every other; the per-op max is then
+    taken step by step."""
+    steps = _positive_int("steps", steps)
+    a = decode_roofline(cfg, hardware, dtype, batch, first)
+    if steps == 1:
+        return a.time, a.intensity
+    b = decode_roofline(cfg, hardware, dtype, batch, first + steps - 1)
+    k = np.arange(steps)[:, None] / (steps - 1)                      # (steps, 1) from 0 to 1
+    tc = np.array([o.t_compute for o in a.ops]) * (1 - k) + np.array([o.t_compute for o in b.ops]) * k
+    tm = np.array([o.t_memory for o in a.ops]) * (1 - k) + np.array([o.t_memory for o in b.ops]) * k
+    mean_time = float(np.maximum(tc, tm).sum(axis=1).mean())
+    return mean_time, (a.flops + b.flops) / (a.bytes + b.bytes)      # mean FLOPs / mean bytes
+
+
+def serving_point(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batch: int = 1,
+                  prompt: int = 1000, gen: int = 200) -> ServingPoint:
+    """TTFT, TPOT and throughput for one batch size, predicted op by op from the formulas (see ServingPoint)."""
+    hw = get_hardware(hardware)
+    B = _positive_int("batch", batch)
+    T = _positive_int("prompt", prompt)
+    G = _positive_int("gen", gen)
+    if T + G > cfg.n_ctx:
+        raise ValueError(f"prompt + gen = {T + G} tokens exceeds {cfg.name}'s context n_ctx={cfg.n_ctx}")
+    pre = prefill_roofline(cfg, hw, dtype, B, T)
+    tpot, decode_ai = decode_steps(cfg, hw, dtype, B, T, max(G - 1, 1))
+    dec_mid = decode_roofline(cfg, hw, dtype, B, T + max(G - 2, 0) // 2)
+    mem = memory_needed(cfg, dtype, B, T + G)
+    return ServingPoint(B, T, G, pre.time, tpot, pre.intensity, pre.total().bound, decode_ai,
+                        dec_mid.total().bound, mem, mem <= hw.memory)
+
+
+def sweep(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batches: Iterable[int] = (1, 8, 64),
+          prompt: int = 1000, gen: int = 200) -> list[ServingPoint]:
+    """serving_point for each batch size."""
+    return [serving_point(cfg, hardware, dtype, b, prompt, gen) for b in batches]
+
+
+def sweep_table(points: list[ServingPoint]) -> str:
+    head = (f"{'batch':>6} {'TTFT ms':>10} {'TPOT ms':>9} {'latency s':>10} {'tok/s':>10} {'tok/s/user':>11} "
+            f"{'dec FLOP/B':>10} {'decode':>8} {'memory GB':>10} {'fits':>5}")
+    lines = ["(TTFT = prefill of the whole batch; TPOT = mean decode step; latency = TTFT + TPOT·(gen−1); "
+             "tok/s = decode tokens over the batch; GB = 1e9 bytes: weights + KV cache)", head, "-" * len(head)]
+    for p in points:
+        lines.append(f"{p.batch:>6} {p.ttft * 1e3:>10.4g} {p.tpot * 1e3:>9.4g} {p.latency:>10.4g} "
+                     f"{p.tokens_per_s:>10.5g} {p.tokens_per_s_per_user:>11.4g} {p.decode_intensity:>10.1f} "
+                     f"{p.decode_bound:>8} {p.memory_bytes / 1e9:>10.4g} {'yes' if p.fits else 'NO':>5}")
+    return "\n".join(lines)
+
+
+# ==============================================================================================================
+# Predicted vs measured, on this machine
+
+class _TimedRecords(list):
+    """A Counter's record list that also notes when each record arrives. An op records its cost when it has
+    finished, so the time between two records is the later op's run time (plus the Python between the two
+    calls: reshapes, the record itself, a few microseconds). `mark()` restarts the clock before a phase."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._last = time.perf_counter()
+
+    def mark(self) -> None:
+        self._last = time.perf_counter()
+
+    def append(self, rec) -> None:
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
+        super().append(rec)
+
+
+@dataclass(frozen=True)
+class Compared:
+    """Measured against predicted for one group of work. factor = measured / predicted (how many times slower
+    than the roofline: 1 is the roofline itself); efficiency = predicted / measured (fraction of roofline)."""
+    key: str
+    measured: float
+    predicted: float
+    flops: int = 0
+    bytes: int = 0
+    bound: str = ""
+
+    @property
+    def factor(self) -> float:
+        return self.measured / self.predicted if self.predicted else math.inf
+
+    @property
+    def efficiency(self) -> float:
+        return self.predicted / self.measured if self.measured else math.inf
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "factor": _finite(self.factor), "efficiency": _finite(self.efficiency)}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A model run for real on this machine, next to the roofline of the measured machine.
+
+    phases     {"prefill": Compared (one call), "decode": Compared (mean step)}: whole-phase wall-clock time of
+               uncounted runs, best of `repeats`, against the roofline of that run's own counted ops
+    ops        {(phase, op kind): Compared}: time attributed per op from a counted run (see _TimedRecords),
+               per call of the phase (decode: per step)
+    overhead   counted run's phase time / uncounted one, per phase: what the counters and timestamps cost
+    """
+    model: str
+    batch: int
+    prompt: int
+    steps: int
+    hardware: Hardware
+    dtype: str
+    phases: dict[str, Compared]
+    ops: dict[tuple[str, str], Compared]
+    overhead: dict[str, float] = field(default_factory=dict)
+
+    def table(self) -> str:
+        hw = self.hardware
+        head = f"{'phase':<9} {'op':<12} {'measured ms':>12} {'roofline ms':>12} {'factor':>8} {'efficiency':>10} {'bound':>8}"
+        lines = [f"{self.model} B={self.batch} prompt={self.prompt}, {self.steps} decode steps, on {hw.name} "
+                 f"(peak {hw.peak(self.dtype) / 1e9:.3g} GFLOP/s {self.dtype}, {hw.bandwidth / 1e9:.3g} GB/s)",
+                 "(factor = measured / roofline; efficiency = roofline / measured; decode per step)",
+                 head, "-" * len(head)]
+        for ph, c in self.phases.items():
+            for (p, op), o in self.ops.items():
+                if p == ph:
+                    lines.append(f"{ph:<9} {op:<12} {o.measured * 1e3:>12.4g} {o.predicted * 1e3:>12.4g} "
+                                 f"{o.factor:>8.3g} {o.efficiency:>10.3g} {o.bound:>8}")
+            lines.append(f"{ph:<9} {'(whole)':<12} {c.measured * 1e3:>12.4g} {c.predicted * 1e3:>12.4g} "
+                         f"{c.factor:>8.3g} {c.efficiency:>10.3g} {c.bound:>8}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "batch": self.batch, "prompt": self.prompt, "steps": self.steps,
+                "hardware": self.hardware.to_dict(), "dtype": self.dtype,
+                "phases": {k: v.to_dict() for k, v in self.phases.items()},
+                "ops": [{"phase": p, "op": o, **c.to_dict()} for (p, o), c in self.ops.items()],
+                "overhead": self.overhead}
+
+
+def _model(model_or_cfg: Any, seed: int):
+    from .model import Transformer
+    if isinstance(model_or_cfg, str):
+        model_or_cfg = Config.preset(model_or_cfg)
+    if isinstance(model_or_cfg, Config):
+        return Transformer(model_or_cfg, seed=seed)
+    if isinstance(model_or_cfg, Transformer):
+        return model_or_cfg
+    raise TypeError(f"expected a Transformer, a Config or a preset name, got {type(model_or_cfg).__name__}")
+
+
+def _run_phases(model, tokens: np.ndarray, cache, steps: int, stamps: _TimedRecords | None = None):
+    """(prefill seconds, [decode step seconds]) for one prefill and `steps` decode steps."""
+    cache.reset()
+    next_ids = tokens[:, -1]
+    if stamps is not None:
+        stamps.mark()
+    start = time.perf_counter()
+    model.prefill(tokens, cache)
+    t_prefill = time.perf_counter() - start
+    t_steps = []
+    for _ in range(steps):
+        if stamps is not None:
+            stamps.mark()
+        start = time.perf_counter()
+        model.decode(next_ids, cache)
+        t_steps.append(time.perf_counter() - start)
+    return t_prefill, t_steps
+
+
+def measure_inference(model: Any = "reference", hardware: "str | Hardware | None" = None, batch: int = 1,
+                      prompt: int = 32, steps: int = 16, repeats: int = 3, seed: int = 0) -> Measurement:
+    """Time a prefill of `batch` prompts of `prompt` tokens and `steps` decode steps of a real model on this
+    CPU; predict both from the roofline of the measured machine and the ops' own counts.
+
+    What is timed, and how:
+      * whole phases: `repeats` uncounted runs after a warm-up (JIT compile, first touch); the best prefill and
+        the best mean decode step are kept (a roofline is a best case, so its measurement is the best run);
+      * per op kind: one more run inside a counter whose record list timestamps each record (`_TimedRecords`).
+        Each op's time is the gap since the previous record; the run with the counters is a little slower,
+        and `overhead` says by how much.
+    The prediction uses the counts of that counted run (what really ran) at the measured peak of the model's
+    dtype (fp32 matmuls through NumPy's BLAS) and the measured copy bandwidth.
+    """
+    from .decode import KVCache
+    m = _model(model, seed)
+    hw = get_hardware("this-machine" if hardware is None else hardware)
+    key = hw_dtype(m.dtype.name)
+    B = _positive_int("batch", batch)
+    T = _positive_int("prompt", prompt)
+    n = _positive_int("steps", steps)
+    reps = _positive_int("repeats", repeats)
+    tokens = np.random.default_rng(seed).integers(0, m.cfg.vocab_size, (B, T))
+    cache = KVCache(m.cfg, B, T + n, m.dtype)
+    _run_phases(m, tokens, cache, min(n, 2))                          # warm-up
+    best_prefill, best_step = math.inf, math.inf
+    for _ in range(reps):
+        t_pre, t_steps = _run_phases(m, tokens, cache, n)
+        best_prefill = min(best_prefill, t_pre)
+        best_step = min(best_step, float(np.mean(t_steps)))
+
+    stamps = _TimedRecords()
+    with Counter(stamps):
+        t_pre_counted, t_steps_counted = _run_phases(m, tokens, cache, n, stamps)
+    rl = analyze(list(stamps), hw, key)
+    per_call = {"prefill": 1, "decode": n}
+    phases = {}
+    for ph, g in rl.phases().items():
+        measured = best_prefill if ph == "prefill" else best_step
+        phases[ph] = Compared(ph, measured, g.time / per_call[ph], g.flops // per_call[ph], g.bytes // per_call[ph],
+                              g.bound)
+    ops: dict[tuple[str, str], Compared] = {}
+    for (o, sec) in zip(rl.ops, stamps.seconds):
+        k = (o.phase, o.op)
+        prev = ops.get(k, Compared(o.op, 0.0, 0.0))
+        ops[k] = Compared(o.op, prev.measured + sec, prev.predicted + o.time, prev.flops + o.flops,
+                          prev.bytes + o.bytes)
+    for k, c in ops.items():
+        d = per_call[k[0]]
+        group = rl.by_op(k[0])[k[1]]
+        ops[k] = Compared(c.key, c.measured / d, c.predicted / d, c.flops // d, c.bytes // d, group.bound)
+    overhead = {"prefill": t_pre_counted / best_prefill, "decode": float(np.mean(t_steps_counted)) / best_step}
+    return Measurement(m.cfg.name, B, T, n, hw, key, phases, ops, overhead)
+
+
+@dataclass(frozen=True)
+class MeasuredPoint:
+    """One batch size of a decode sweep on this machine: measured and predicted mean step time."""
+    batch: int
+    measured: float
+    predicted: float
+    intensity: float
+    bound: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.batch / self.measured
+
+    @property
+    def predicted_tokens_per_s(self) -> float:
+        return self.batch / self.predicted
+
+    @property
+    def factor(self) -> float:
+        return self.measured / self.predicted
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s,
+                "predicted_tokens_per_s": self.predicted_tokens_per_s, "factor": self.factor}
+
+
+def measure_decode_sweep(model: Any = "small-gpt2", hardware: "str | Hardware | None" = None,
+                         batches: Iterable[int] = (1, 4, 16, 64), prompt: int = 16, steps: int = 8,
+                         repeats: int = 3, seed: int = 0) -> list[MeasuredPoint]:
+    """Decode step time on this CPU for each batch size (best of `repeats` mean steps, after a warm-up),
+    next to the roofline of the measured machine, from the counted ops of each batch's own run."""
+    from .counting import count
+    from .decode import KVCache
+    m = _model(model, seed)
+    hw = get_hardware("this-machine" if hardware is None else hardware)
+    key = hw_dtype(m.dtype.name)
+    n = _positive_int("steps", steps)
+    points = []
+    for B in batches:
+        B = _positive_int("batch", B)
+        tokens = np.random.default_rng(seed).integers(0, m.cfg.vocab_size, (B, prompt))
+        cache = KVCache(m.cfg, B, prompt + n, m.dtype)
+        _run_phases(m, tokens, cache, min(n, 2))
+        best = min(float(np.mean(_run_phases(m, tokens, cache, n)[1])) for _ in range(_positive_int("repeats", repeats)))
+        with count() as c:
+            _run_phases(m, tokens, cache, n)
+        g = analyze(c.filter(phase="decode"), hw, key).total()
+        points.append(MeasuredPoint(B, best, g.time / n, g.intensity, g.bound))
+    return points
