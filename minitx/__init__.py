@@ -16,3 +16,6 @@ __all__ += ["KVCache", "generate"]
 from .hf import export_hf, hf_config, load_hf
 
 __all__ += ["load_hf", "export_hf", "hf_config"]
+from . import cost, formulas, hardware, plots, roofline
+
+__all__ += ["cost", "formulas", "hardware", "plots", "roofline"]

@@ -167,3 +167,101 @@ def load(path) -> tuple[dict[str, np.ndarray], dict]:
         array = np.frombuffer(raw, dtype=DTYPES[entry["dtype"]]).reshape(entry["shape"])
         tensors[entry["name"]] = array.astype(entry["dtype"], copy=True)
     return tensors, header["meta"]
+
+
+# ---- whole models: parameters, optional AdamW state, and everything needed to rebuild them -------------------
+
+MODEL_FORMAT = "minitx-model"
+_RESERVED_META = ("format", "config", "dtype", "adam")
+
+
+def save_model(path, model, optimizer=None, meta: dict | None = None, overwrite: bool = False) -> None:
+    """Save a Transformer (and its AdamW state, if given) so that `load_model` rebuilds it exactly.
+
+    Tensors: "params" (model.flat), and with an optimizer "adam_m", "adam_v" (its moment buffers, same layout).
+    Meta: {"format": "minitx-model", "config": cfg.to_dict(), "dtype": "float32"|"float64",
+    "tokenizer": "bytes", "adam": {"lr", "betas", "eps", "weight_decay", "t"} (with an optimizer)}, plus the
+    caller's `meta` (step, seed, losses, ...: plain JSON). The caller may set "tokenizer"; the other four keys
+    describe the tensors and are reserved. Refuses to replace an existing file unless overwrite=True.
+    """
+    from .model import Transformer
+    if not isinstance(model, Transformer):
+        raise TypeError(f"model must be a minitx Transformer, got {type(model).__name__}")
+    extra = {} if meta is None else meta
+    if not isinstance(extra, dict):
+        raise TypeError(f"meta must be a dict, got {type(extra).__name__}")
+    clash = sorted(k for k in extra if k in _RESERVED_META)
+    if clash:
+        raise ValueError(f"meta keys {clash} are reserved (they describe the saved tensors)")
+    tensors = {"params": model.flat}
+    full = {"format": MODEL_FORMAT, "config": model.cfg.to_dict(), "dtype": model.dtype.name, "tokenizer": "bytes"}
+    if optimizer is not None:
+        if getattr(optimizer, "model", None) is not model:
+            raise ValueError("optimizer does not belong to this model (optimizer.model is another object)")
+        tensors["adam_m"], tensors["adam_v"] = optimizer.m, optimizer.v
+        full["adam"] = {"lr": optimizer.lr, "betas": list(optimizer.betas), "eps": optimizer.eps,
+                        "weight_decay": optimizer.weight_decay, "t": int(optimizer.t)}
+    full.update(extra)
+    save(path, tensors, full, overwrite=overwrite)
+
+
+def load_model(path):
+    """Read a file written by `save_model`: returns (model, optimizer or None, meta).
+
+    The model is rebuilt from the stored config and dtype, and its parameters are the stored ones, bit for bit;
+    the AdamW state (m, v, step count and hyperparameters) is restored when the file has it. Anything wrong
+    with the file (not a model checkpoint, a config minitx cannot build, tensors of the wrong size or dtype,
+    NaN or inf values) raises CheckpointError before a model is returned.
+    """
+    from .config import Config
+    from .model import DTYPES as MODEL_DTYPES, Transformer
+    from .optim import AdamW
+    from .params import param_table
+
+    tensors, meta = load(path)
+
+    def check(condition, problem):
+        if not condition:
+            raise CheckpointError(path, problem)
+
+    check(meta.get("format") == MODEL_FORMAT,
+          f"not a model checkpoint (meta format {meta.get('format')!r}, expected {MODEL_FORMAT!r})")
+    dtype = meta.get("dtype")
+    check(dtype in MODEL_DTYPES, f"unsupported model dtype {dtype!r} (minitx runs {', '.join(MODEL_DTYPES)})")
+    check(isinstance(meta.get("config"), dict), "meta lacks the model config")
+    try:
+        cfg = Config.from_dict(meta["config"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(path, f"bad model config: {error}") from None
+    has_adam = "adam" in meta
+    expected = {"params", "adam_m", "adam_v"} if has_adam else {"params"}
+    check(set(tensors) == expected, f"tensors {sorted(tensors)} do not match the meta (expected {sorted(expected)})")
+    n = sum(spec.size for spec in param_table(cfg))     # checked before allocating a model of that size
+    if cfg.position == "rope":                           # the RoPE tables grow with n_ctx, not with n
+        check(cfg.n_ctx * cfg.head_dim <= 2**31, f"config n_ctx={cfg.n_ctx} is implausibly large")
+    for name in sorted(expected):
+        t = tensors[name]
+        check(t.dtype.name == dtype and t.shape == (n,),
+              f"tensor {name!r} is {t.dtype.name} {t.shape}; config {cfg.name!r} needs {dtype} ({n},)")
+        check(bool(np.all(np.isfinite(t))), f"tensor {name!r} holds NaN or inf")
+
+    model = Transformer(cfg, dtype=dtype)
+    model.flat[...] = tensors["params"]
+    optimizer = None
+    if has_adam:
+        adam = meta["adam"]
+        check(isinstance(adam, dict), "meta 'adam' is not a dict")
+        t = adam.get("t")
+        check(type(t) is int and t >= 0, f"bad Adam step count {t!r}")
+        betas = adam.get("betas")
+        check(isinstance(betas, list) and len(betas) == 2, f"bad Adam betas {betas!r}")
+        check(bool(np.all(tensors["adam_v"] >= 0)), "Adam's second moment has negative entries")
+        try:
+            optimizer = AdamW(model, lr=adam.get("lr"), betas=tuple(betas), eps=adam.get("eps"),
+                              weight_decay=adam.get("weight_decay"))
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(path, f"bad Adam hyperparameters: {error}") from None
+        optimizer.m[...] = tensors["adam_m"]
+        optimizer.v[...] = tensors["adam_v"]
+        optimizer.t = t
+    return model, optimizer, meta

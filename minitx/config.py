@@ -50,15 +50,18 @@ class Config:
     name: str = "custom"
 
     def __post_init__(self) -> None:
+        derived = []   # the sizes left as None and computed here, so that replace() can compute them again
         for field in ("vocab_size", "n_ctx", "d_model", "n_layers", "n_heads"):
             _require_positive_int(field, getattr(self, field))
         if self.n_kv_heads is None:
+            derived.append("n_kv_heads")
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         _require_positive_int("n_kv_heads", self.n_kv_heads)
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"Config.n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads} "
                              "(each key/value head serves a whole group of query heads)")
         if self.head_dim is None:
+            derived.append("head_dim")
             if self.d_model % self.n_heads:
                 raise ValueError(f"Config.d_model={self.d_model} is not divisible by n_heads={self.n_heads}: "
                                  "set head_dim explicitly")
@@ -69,6 +72,7 @@ class Config:
             if getattr(self, field) not in allowed:
                 raise ValueError(f"Config.{field}={getattr(self, field)!r} is unknown; allowed: {', '.join(allowed)}")
         if self.d_ff is None:
+            derived.append("d_ff")
             object.__setattr__(self, "d_ff", 4 * self.d_model if self.mlp == "standard"
                                else _round_up(8 * self.d_model // 3, 8))
         _require_positive_int("d_ff", self.d_ff)
@@ -84,6 +88,7 @@ class Config:
                 raise TypeError(f"Config.{field} must be a bool, got {getattr(self, field)!r}")
         if self.norm_unit_offset and self.norm != "rmsnorm":
             raise ValueError("Config.norm_unit_offset=True applies only to norm='rmsnorm' (Gemma's (1 + w))")
+        object.__setattr__(self, "_derived", tuple(derived))   # not a field: invisible to ==, repr and to_dict
 
     # Derived sizes, named as in the dimension legend.
     @property
@@ -104,6 +109,9 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (derived defaults are recomputed unless given)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for field in self._derived:     # sizes that were derived, not given, are derived again from the new fields
+            if field not in changes:
+                fields[field] = None
         fields.update(changes)
         return Config(**fields)
 

@@ -45,7 +45,7 @@ RMSNORM_FWD = (4, 4)
 RMSNORM_BWD = (11, 1)
 # Norm backward inside a block also adds the gradient arriving along the residual stream: 1 per element.
 RESIDUAL_GRAD_ADD = 1
-# Gemma's (1 + w): computed once per call, C adds, forward and backward alike.
+# Gemma's (1 + w): C adds, computed once per forward call; the backward reuses it.
 NORM_UNIT_OFFSET = 1
 
 # Activations, per element of the MLP hidden size F (for the gated MLP, per element of the product).

@@ -32,7 +32,7 @@ OPS = ("matmul", "attention", "softmax", "norm", "activation", "elementwise", "r
 
 
 class Record(NamedTuple):
-    """One op call. `reads`/`writes` are ((category, bytes), ...) pairs; a category may appear once each."""
+    """One op call. `reads`/`writes` are ((category, bytes), ...) pairs (a category may appear more than once)."""
     phase: str
     name: str
     op: str

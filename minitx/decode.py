@@ -190,9 +190,8 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_
     on_token         called as on_token(seq_index, token) as each token is produced (streaming)
     use_cache        False: the recompute reference (the whole forward again for every token), same results
     """
-    out: list[list[int]] = []
     gen = stream(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_tokens, use_cache)
-    out = [[] for _ in range(gen.batch)]
+    out: list[list[int]] = [[] for _ in range(gen.batch)]
     for i, token in gen:
         out[i].append(token)
         if on_token is not None:
@@ -319,20 +318,21 @@ class _Sampler:
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         if self.temperature == 0.0:
             return logits.argmax(axis=-1)
-        return np.array([self._draw(row) for row in logits], dtype=np.int64)
-
-    def _draw(self, row: np.ndarray) -> int:
-        z = row.astype(np.float64) / self.temperature
-        order = np.argsort(-z, kind="stable")              # most likely first
+        z = logits.astype(np.float64) / self.temperature             # (B, V)
+        order = np.argsort(-z, axis=-1, kind="stable")                # most likely first
         if self.top_k is not None:
-            order = order[:self.top_k]
-        p = np.exp(z[order] - z[order[0]])
-        p /= p.sum()
+            order = order[:, :self.top_k]
+        z = np.take_along_axis(z, order, axis=-1)
+        p = np.exp(z - z[:, :1])
+        p /= p.sum(axis=-1, keepdims=True)
         if self.top_p is not None and self.top_p < 1:
-            # the smallest prefix whose probability reaches top_p (always at least the top token)
-            keep = int(np.searchsorted(np.cumsum(p), self.top_p)) + 1
-            order, p = order[:keep], p[:keep] / p[:keep].sum()
-        return int(order[self.rng.choice(len(p), p=p)])
+            # the smallest prefix whose probability reaches top_p: keep a token if those before it fall short
+            p *= (np.cumsum(p, axis=-1) - p) < self.top_p
+        # inverse CDF: the first token whose cumulative probability exceeds a uniform draw
+        cdf = np.cumsum(p, axis=-1)
+        u = self.rng.random(len(p)) * cdf[:, -1]
+        pick = np.minimum((cdf <= u[:, None]).sum(axis=-1), p.shape[1] - 1)
+        return order[np.arange(len(p)), pick]
 
 
 # ---- input checks --------------------------------------------------------------------------------------------

@@ -218,7 +218,7 @@ def _norm_bwd(cfg: Config, name: str, N: int, s: int, residual: bool) -> OpCost:
     stats = 2 if ln else 1
     flops = N * (per_elem * C + per_row)
     flops += cv.RESIDUAL_GRAD_ADD * N * C if residual else 0    # inside blocks the skip's gradient joins here
-    flops += cv.NORM_UNIT_OFFSET * C if cfg.norm_unit_offset else 0
+    # Gemma's (1 + w) was computed once in the forward; the backward reuses it (no FLOPs here).
     # reads dout, x, the saved stats, and (in blocks) the residual gradient; the scale actually applied (C,)
     acts = (2 + int(residual)) * N * C * s + stats * N * s
     return _cost(name, "norm", flops,
@@ -446,7 +446,8 @@ def training_step(cfg: Config, B: int, T: int, dtype="float32") -> dict[str, dic
 def prefill(cfg: Config, B: int, T: int, dtype="float32") -> dict[str, OpCost]:
     """The "prefill" phase of the KV-cached decoder: B prompts of T tokens (positions 0..T-1) run through the
     layers with k and v written into the cache (category kv_cache, read back by scores and mix), then each
-    sequence's last row is selected (`select_last`) and only those B rows go through ln_f and the LM head."""
+    sequence's last row is selected (`select_last`) and only those B rows go through ln_f and the LM head.
+    This is `minitx.decode.prefill` on an empty cache (the prompts' lengths do not change the count)."""
     _check_bt(cfg, B, T)
     return _forward_costs(cfg, B, T, itemsize(dtype), S=T, visible=_causal(B, T), kv_cat="kv_cache",
                           select_last=True)
@@ -456,7 +457,8 @@ def decode_step(cfg: Config, B: int, t: int, dtype="float32") -> dict[str, OpCos
     """The "decode" phase: one new token per sequence at position t, with t keys already cached (every
     sequence the same length). The layers run on B rows (T = 1); the new k, v go into the cache, and the
     scores and mix read the cache's first S = t + 1 rows (t cached + the new one); every one of them is
-    visible, (t + 1) entries per head per sequence. ln_f and the head run on the B rows; no select_last."""
+    visible, (t + 1) entries per head per sequence. ln_f and the head run on the B rows; no select_last.
+    This is `minitx.decode.decode` with every cache.lengths[b] == t."""
     _require_config(cfg)
     if isinstance(t, bool) or not isinstance(t, int) or t < 0:
         raise ValueError(f"t={t!r} (the cache length before this step) must be an integer >= 0")
@@ -521,7 +523,7 @@ def adam_state_bytes(cfg: Config, dtype="float32") -> int:
 
 
 def saved_activation_breakdown(cfg: Config, B: int, T: int, dtype="float32",
-                               include_loss: bool = False) -> dict[str, int]:
+                               include_loss: bool = True) -> dict[str, int]:
     """Bytes of the distinct arrays a training forward keeps for the backward, by where they are kept.
 
     Read off the caches (model.LayerCaches and each op's cache NamedTuple). An array kept by several caches
@@ -564,10 +566,11 @@ def saved_activation_breakdown(cfg: Config, B: int, T: int, dtype="float32",
     return parts
 
 
-def saved_activation_bytes(cfg: Config, B: int, T: int, dtype="float32", include_loss: bool = False) -> int:
-    """Bytes of what `Transformer._forward(tokens, pos, keep=True)` keeps for the backward (see
-    saved_activation_breakdown). `loss_and_grads` also keeps the loss's cache until its backward: the logits
-    (N, V), the int64 targets and the per-row lse; include_loss=True adds them (training_memory does).
+def saved_activation_bytes(cfg: Config, B: int, T: int, dtype="float32", include_loss: bool = True) -> int:
+    """Bytes a training step (`loss_and_grads`) keeps from its forward for its backward (see
+    saved_activation_breakdown): what `Transformer._forward(tokens, pos, keep=True)` returns, and the loss's
+    cache, the logits (N, V), the int64 targets and the per-row lse. include_loss=False leaves the loss's
+    cache out. `minitx.memory.measure_saved_activations` measures the same number on a real forward.
 
     Per layer this is (4·C + 2·Q + 2·KV·HS + U + F)·N·s + NH·T²·B·s + the norms' statistics. For GPT-2
     shapes (Q = KV·HS = C, U = F = 4·C) at 2 bytes that is 32·sbh + 2·a·s²·b in Korthikanti et al.'s
@@ -578,11 +581,11 @@ def saved_activation_bytes(cfg: Config, B: int, T: int, dtype="float32", include
 
 def training_memory(cfg: Config, B: int, T: int, dtype="float32") -> dict[str, int]:
     """What one training step holds at the start of the backward: weights, gradients, Adam's m and v, and the
-    saved activations, the loss's logits, targets and lse included (saved_activation_bytes(include_loss=True)).
+    saved activations, the loss's logits, targets and lse included (saved_activation_bytes).
     The real peak adds the backward's transient gradients."""
     parts = {"weights": param_bytes(cfg, dtype), "gradients": grad_bytes(cfg, dtype),
              "optimizer_state": adam_state_bytes(cfg, dtype),
-             "activations": saved_activation_bytes(cfg, B, T, dtype, include_loss=True)}
+             "activations": saved_activation_bytes(cfg, B, T, dtype)}
     parts["total"] = sum(parts.values())
     return parts
 

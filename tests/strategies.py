@@ -16,7 +16,8 @@ Every drawn `Config` is valid (construction never raises) and tiny: vocab ≤ 40
 n_ctx ≤ 12, so a model builds and runs forward and backward in milliseconds.
 
 Families (`family=`):
-    "gpt2"   layernorm, standard MLP with tanh GELU, learned positions, biases, tied embeddings, multi-head
+    "gpt2"   layernorm, standard MLP with tanh GELU, learned positions, biases, tied embeddings, multi-head,
+             head_dim = d_model / n_heads (odd sizes included)
     "llama"  rmsnorm, gated MLP (SwiGLU or GeGLU), RoPE, no biases, tied or untied, multi-head / GQA / MQA,
              head_dim free (often ≠ d_model / n_heads; always even), Gemma's embed_scale and (1 + w) norm drawn
              independently

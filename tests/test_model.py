@@ -98,14 +98,14 @@ def test_gradient_check_fixed_configs(cfg):
     gradient_check(cfg, B=2, T=5, k=4)
 
 
-@settings(max_examples=8)
+@settings(max_examples=15)
 @given(config_and_shape(max_layers=2), st.integers(0, 100))
 def test_gradient_check_drawn_configs(cfg_shape, seed):
     cfg, (B, T) = cfg_shape
     gradient_check(cfg, B, T, k=2, seed=seed)
 
 
-@settings(max_examples=6)
+@settings(max_examples=12)
 @given(config_and_shape(family="any", max_layers=1))
 def test_gradient_check_any_combination_of_switches(cfg_shape):
     cfg, (B, T) = cfg_shape
@@ -183,8 +183,7 @@ def test_causal_mask(cfg_shape, data):
         % cfg.vocab_size
     a, b = model.forward(tokens), model.forward(changed)
     np.testing.assert_array_equal(a[:, :t + 1], b[:, :t + 1], err_msg=f"logits ≤ t={t} depend on later tokens")
-    if cfg.vocab_size > 1:
-        assert not np.array_equal(a[:, t + 1:], b[:, t + 1:]), "the later logits should have changed"
+    assert not np.array_equal(a[:, t + 1:], b[:, t + 1:]), "the later logits should have changed"
 
 
 def test_sequences_in_a_batch_are_independent():

@@ -157,8 +157,6 @@ def norm_backward(dout: np.ndarray, cache: NormCache, dw: np.ndarray, db: np.nda
     flops = N * (per_elem * C + per_row)
     if dresidual is not None:
         flops += cv.RESIDUAL_GRAD_ADD * N * C
-    if cache.unit_offset:
-        flops += cv.NORM_UNIT_OFFSET * C
     acts_read = nbytes(dout, x) + stats + (nbytes(dresidual) if dresidual is not None else 0)
     record(name, "norm", flops, reads=(("activations", acts_read), ("weights", nbytes(cache.w_eff))),
            writes=(("activations", nbytes(dx)), ("gradients", grads)))

@@ -1,0 +1,441 @@
+"""The calculator: `minitx params | memory | flops | kv` for a preset or a Hugging Face config.json.
+
+    minitx params MODEL [--non-embedding] [--json]
+    minitx memory MODEL --dtype bf16 --batch 1 --seq 4096 [--train [--recipe mixed|hf|checkpoint|fp32]] [--json]
+    minitx flops  MODEL --batch 1 --seq 4096 --phase train|prefill|decode [--json]
+    minitx kv     MODEL --dtype bf16 --batch 1 --seq 4096 [--json]
+
+MODEL is a preset name (gpt2, llama-2-7b, gemma-2b, ...: `minitx params --help` lists them) or the path of a
+Hugging Face config.json (or of the folder holding one) of model_type gpt2, llama, mistral or gemma.
+
+Every number comes from the closed forms in `minitx.formulas`: nothing is allocated or run, so a 70B model
+answers as fast as a small one. They are the same formulas `minitx check` compares with counts from real
+execution. Conventions: 2 FLOPs per multiply-add; attention's scores and mix over the full T × T rectangle (the
+softmax over the causal half); an unfused implementation (no FlashAttention: training keeps the attention
+probabilities). Units: GB = 1e9 bytes, GiB = 2**30 bytes (7.4% more); TFLOP = 1e12 FLOPs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from .. import formulas as F
+from ..config import PRESETS, Config
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+
+# Bytes per parameter held for training, by recipe: weights (all copies), gradients, optimizer state (Adam's
+# m and v). The first three are formulas.TRAINING_RECIPES; "fp32" is minitx's own training, everything float32.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mixed": {"label": "mixed precision (EleutherAI, ZeRO): bf16 weights + bf16 grads + fp32 master copy, "
+                       "fp32 Adam m and v", **F.TRAINING_RECIPES["mixed"]},
+    "hf": {"label": "Hugging Face docs: fp16 + fp32 weights, fp32 grads, fp32 Adam m and v",
+           **F.TRAINING_RECIPES["hf"]},
+    "checkpoint": {"label": "nanoGPT's checkpoint: fp32 weights + Adam m and v, no gradients (not saved)",
+                   **F.TRAINING_RECIPES["checkpoint"]},
+    "fp32": {"label": "pure fp32 (what minitx trains in): fp32 weights, grads, Adam m and v",
+             "weights": 4, "gradients": 4, "optimizer_state": 8},
+}
+
+
+# ---- shared helpers ------------------------------------------------------------------------------------------
+
+def load_model(spec: str) -> Config:
+    """A preset name, or the path of a Hugging Face config.json (or of a folder holding one)."""
+    if spec in PRESETS:
+        return Config.preset(spec)
+    looks_like_path = os.path.exists(spec) or spec.endswith(".json") or os.sep in spec or "/" in spec
+    if not looks_like_path:
+        raise ValueError(f"unknown model {spec!r}: not a preset ({', '.join(sorted(PRESETS))}) nor a path to a "
+                         "Hugging Face config.json")
+    try:
+        return Config.from_hf(spec)
+    except ValueError:
+        raise
+    except Exception as e:   # a config.json whose fields have the wrong types or shapes: one line, no traceback
+        raise ValueError(f"cannot read a model from {spec!r}: {type(e).__name__}: {e}") from None
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(str(text).replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{flag} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"{flag} must be at least 1, got {value}")
+    return value
+
+
+def _batch_seq(args, cfg: Config, seq_flag: str = "--seq") -> tuple[int, int]:
+    B = _positive_int(args.batch, "--batch")
+    T = _positive_int(args.seq, seq_flag)
+    if T > cfg.n_ctx:
+        raise ValueError(f"{seq_flag} {T} exceeds {cfg.name}'s context of n_ctx={cfg.n_ctx} tokens")
+    return B, T
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Argument errors (a missing MODEL, a --dtype not in the list) as one line on stderr, exit status 2."""
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+    parser.error = error  # type: ignore[method-assign]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    _one_line_errors(p)
+    p.add_argument("model", metavar="MODEL",
+                   help=f"a preset ({', '.join(sorted(PRESETS))}) or the path of a Hugging Face config.json")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_shape(p: argparse.ArgumentParser, seq_help: str) -> None:
+    p.add_argument("--batch", default="1", metavar="B", help="sequences in the batch (default: 1)")
+    p.add_argument("--seq", default=None, metavar="T", help=seq_help + " (default: the model's n_ctx)")
+
+
+def _add_dtype(p: argparse.ArgumentParser, default: str = "bf16") -> None:
+    p.add_argument("--dtype", default=default, choices=list(DTYPES),
+                   help=f"bytes per value: fp32 4, fp16/bf16 2, int8 1 (default: {default})")
+
+
+def _seq_default(args, cfg: Config) -> None:
+    if args.seq is None:
+        args.seq = str(cfg.n_ctx)
+
+
+def describe(cfg: Config) -> str:
+    """One line: the shape of the model."""
+    attn = ("multi-head" if cfg.n_kv_heads == cfg.n_heads else
+            "multi-query" if cfg.n_kv_heads == 1 else f"grouped-query, {cfg.n_kv_heads} kv heads")
+    return (f"{cfg.name}: L={cfg.n_layers} layers, d_model={cfg.d_model}, {cfg.n_heads} heads × {cfg.head_dim} "
+            f"({attn}), d_ff={cfg.d_ff} ({cfg.mlp} MLP), V={cfg.vocab_size:,}, n_ctx={cfg.n_ctx:,}, "
+            f"{'tied' if cfg.tie_embeddings else 'untied'} LM head")
+
+
+def human_bytes(n: float) -> str:
+    """'13,476,831,232 B  13.48 GB  12.55 GiB' (decimal and binary units side by side)."""
+    for unit, dec, binary, bname in (("TB", 1e12, 2**40, "TiB"), ("GB", 1e9, 2**30, "GiB"),
+                                     ("MB", 1e6, 2**20, "MiB"), ("kB", 1e3, 2**10, "KiB")):
+        if n >= dec:
+            return f"{n / dec:8.2f} {unit} {n / binary:8.2f} {bname}"
+    return f"{n:8.0f} B"
+
+
+def human_count(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def human_flops(n: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} FLOP"
+
+
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, indent=1, ensure_ascii=False))
+
+
+UNITS = "units: GB = 1e9 bytes, GiB = 2^30 bytes; M = 1e6, B = 1e9"
+
+
+# ---- params --------------------------------------------------------------------------------------------------
+
+def add_arguments_params(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--non-embedding", action="store_true",
+                   help="lead with the count that leaves out the token and position tables (Kaplan's N, the "
+                        "number a model like 'Gemma 2B' is named by)")
+
+
+def params_data(cfg: Config) -> dict:
+    parts = F.param_breakdown(cfg)
+    C = cfg.d_model
+    wpe = cfg.n_ctx * C if cfg.position == "learned" else 0
+    return {
+        "model": cfg.name, "config": cfg.to_dict(), "total": parts["total"],
+        "non_embedding": F.non_embedding_params(cfg),
+        "breakdown": {k: v for k, v in parts.items() if k != "total"},
+        "embedding_tables": {"wte": cfg.vocab_size * C, "wpe": wpe},
+        "matmul_params": F.matmul_params(cfg),
+        "approx_12Ld2": F.approx_params_12Ld2(cfg), "approx_12Ld2_plus_Vd": F.approx_params_12Ld2(cfg, True),
+    }
+
+
+def params(args) -> int:
+    cfg = load_model(args.model)
+    data = params_data(cfg)
+    data["headline"] = "non_embedding" if args.non_embedding else "total"
+    if args.json:
+        _print_json(data)
+        return 0
+    total, non_emb = data["total"], data["non_embedding"]
+    wte, wpe = data["embedding_tables"]["wte"], data["embedding_tables"]["wpe"]
+    print(describe(cfg))
+    notes = {
+        "embedding": f"wte V·d = {wte:,}" + (f" + wpe n_ctx·d = {wpe:,}" if wpe else "") + (
+            " (also the LM head: tied)" if cfg.tie_embeddings else ""),
+        "attention": f"q, k, v, o projections: {cfg.n_heads} q heads, {cfg.n_kv_heads} kv heads × {cfg.head_dim}",
+        "mlp": f"{'3 matrices (gated)' if cfg.mlp == 'gated' else '2 matrices'} of d × {cfg.d_ff}",
+        "norm": f"{cfg.norm} scales" + (" and shifts" if cfg.norm == "layernorm" else "") + ", 2 per layer + final",
+        "lm_head": "tied to wte: no extra parameters" if cfg.tie_embeddings else "untied: its own V × d matrix",
+    }
+    base = non_emb if args.non_embedding else total
+    rows = [(k, v) for k, v in data["breakdown"].items() if not (args.non_embedding and k == "embedding")]
+    if args.non_embedding:
+        print(f"non-embedding parameters {non_emb:>17,}  ({human_count(non_emb)})   "
+              f"total with the embedding tables: {total:,} ({human_count(total)})")
+    else:
+        print(f"parameters {total:>17,}  ({human_count(total)})")
+    for name, value in rows:
+        print(f"  {name:<10} {value:>17,}  {100 * value / base:5.1f}%   {notes[name]}")
+    if not args.non_embedding:
+        print(f"non-embedding {non_emb:>14,}  ({human_count(non_emb)}): total − wte − wpe "
+              f"(the embeddings are {100 * (total - non_emb) / total:.1f}% of the total)")
+    approx = data["approx_12Ld2"]
+    print(f"12·L·d² rule of thumb {approx:>6,}  ({human_count(approx)}): {100 * (approx / non_emb - 1):+.1f}% vs "
+          "non-embedding" + ("" if cfg.mlp == "standard" and cfg.n_kv_heads == cfg.n_heads
+                              and cfg.q_dim == cfg.d_model else
+                              " (it assumes multi-head attention with NH·HS = d and a 4·d ungated MLP)"))
+    print(UNITS)
+    return 0
+
+
+# ---- memory --------------------------------------------------------------------------------------------------
+
+def add_arguments_memory(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    _add_dtype(p)
+    _add_shape(p, "tokens per sequence (prompt + generated for inference)")
+    p.add_argument("--train", action="store_true",
+                   help="training memory: weights, gradients, optimizer state and saved activations")
+    p.add_argument("--recipe", default="mixed", choices=list(RECIPES),
+                   help="with --train, the precision recipe: mixed 16 B/param (default), hf 18, checkpoint 12, "
+                        "fp32 16 (all fp32)")
+
+
+def memory_data(cfg: Config, dtype: str, B: int, T: int, train: bool, recipe: str) -> dict:
+    P = F.num_params(cfg)
+    if not train:
+        mem = F.inference_memory(cfg, B, T, dtype)
+        sizes = F.activation_sizes(cfg, B, T, dtype)
+        largest = max(sizes, key=sizes.get)
+        return {"model": cfg.name, "mode": "inference", "dtype": dtype, "batch": B, "seq": T, "params": P,
+                "parts": {"weights": mem["weights"], "kv_cache": mem["kv_cache"],
+                          "activations": mem["largest_activation"]},
+                "largest_activation": largest, "total": mem["total"]}
+    r = RECIPES[recipe]
+    per_param = {k: r.get(k, 0) for k in ("weights", "master_weights", "gradients", "optimizer_state")}
+    parts = {"weights": (per_param["weights"] + per_param["master_weights"]) * P,
+             "gradients": per_param["gradients"] * P,
+             "optimizer_state": per_param["optimizer_state"] * P,
+             "activations": F.saved_activation_bytes(cfg, B, T, dtype, include_loss=True)}
+    return {"model": cfg.name, "mode": "training", "dtype": dtype, "batch": B, "seq": T, "params": P,
+            "recipe": recipe, "recipe_label": r["label"], "bytes_per_param": sum(per_param.values()),
+            "parts": parts, "total": sum(parts.values())}
+
+
+def memory(args) -> int:
+    cfg = load_model(args.model)
+    _seq_default(args, cfg)
+    B, T = _batch_seq(args, cfg)
+    dtype = DTYPES[args.dtype]
+    data = memory_data(cfg, dtype, B, T, args.train, args.recipe)
+    if args.json:
+        _print_json(data)
+        return 0
+    s = F.itemsize(dtype)
+    P = data["params"]
+    print(describe(cfg))
+    parts = data["parts"]
+    if data["mode"] == "inference":
+        print(f"inference memory, {args.dtype} ({s} B per value), batch {B}, {T:,} tokens per sequence")
+        notes = {"weights": f"P × {s} B = {P:,} × {s}",
+                 "kv_cache": f"2·L·KV·HS·T·B × {s} B = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{T}·{B} "
+                             f"× {s}",
+                 "activations": f"the largest single activation ({data['largest_activation']}); an unfused "
+                                "forward frees each one after use"}
+    else:
+        bpp = data["bytes_per_param"]
+        print(f"training memory, recipe '{args.recipe}' ({bpp} bytes per parameter): {data['recipe_label']}")
+        print(f"activations in {args.dtype} ({s} B per value), batch {B}, {T:,} tokens per sequence")
+        r = RECIPES[args.recipe]
+        notes = {"weights": f"{r['weights'] + r.get('master_weights', 0)} B/param"
+                            + (" (bf16 + fp32 master copy)" if r.get("master_weights") else ""),
+                 "gradients": f"{r.get('gradients', 0)} B/param",
+                 "optimizer_state": f"Adam m and v, {r['optimizer_state']} B/param: two more copies",
+                 "activations": "every activation the backward needs (attention probabilities B·NH·T² included, "
+                                "no FlashAttention, no recomputation)"}
+    for name, value in parts.items():
+        print(f"  {name:<16} {value:>22,} B {human_bytes(value)}   {notes[name]}")
+    print(f"  {'total':<16} {data['total']:>22,} B {human_bytes(data['total'])}")
+    print(UNITS)
+    return 0
+
+
+# ---- flops ---------------------------------------------------------------------------------------------------
+
+COMPONENTS = ("embedding", "attention: q k v o projections", "attention: scores + mix", "attention: softmax",
+              "attention: rope, split, merge", "mlp: matmuls", "mlp: activation", "norms", "residual adds",
+              "lm_head", "select last row", "loss", "optimizer")
+
+
+def component(name: str) -> str:
+    """The row of the breakdown an op name belongs to."""
+    last = name.rsplit(".", 1)[-1]
+    if name == "embed":
+        return "embedding"
+    if name in ("lm_head", "loss"):
+        return name
+    if name == "adamw":
+        return "optimizer"
+    if name == "select_last":
+        return "select last row"
+    if name == "ln_f" or last in ("ln_1", "ln_2"):
+        return "norms"
+    if last in ("qkv", "proj"):
+        return "attention: q k v o projections"
+    if last in ("scores", "mix"):
+        return "attention: scores + mix"
+    if last == "softmax":
+        return "attention: softmax"
+    if last in ("rope", "split", "merge"):
+        return "attention: rope, split, merge"
+    if last in ("up", "down"):
+        return "mlp: matmuls"
+    if last == "act":
+        return "mlp: activation"
+    if last == "residual":
+        return "residual adds"
+    raise ValueError(f"op {name!r} belongs to no component")
+
+
+def _group(costs: dict) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for name, c in costs.items():
+        row = out.setdefault(component(name), {"flops": 0, "macs": 0, "bytes": 0})
+        row["flops"] += c.flops
+        row["macs"] += c.macs
+        row["bytes"] += c.bytes
+    return {k: out[k] for k in COMPONENTS if k in out}
+
+
+def add_arguments_flops(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    _add_shape(p, "tokens per sequence (train, prefill), or the context after the decode step")
+    p.add_argument("--phase", default="train", choices=("train", "prefill", "decode"),
+                   help="train: one step (forward, backward, AdamW); prefill: the prompt pass; decode: one new "
+                        "token per sequence with seq − 1 tokens cached (default: train)")
+    _add_dtype(p)
+
+
+def flops_data(cfg: Config, B: int, T: int, phase: str, dtype: str) -> dict:
+    P = F.num_params(cfg)
+    if phase == "train":
+        step = F.training_step(cfg, B, T, dtype)
+        columns = {"forward": _group(step["forward"]), "backward": _group(step["backward"]),
+                   "optimizer": _group(step["optimizer"])}
+        tokens = B * T
+    elif phase == "prefill":
+        columns = {"prefill": _group(F.prefill(cfg, B, T, dtype))}
+        tokens = B * T
+    else:
+        columns = {"decode": _group(F.decode_step(cfg, B, T - 1, dtype))}
+        tokens = B
+    rows: dict[str, dict[str, int]] = {}
+    for col, groups in columns.items():
+        for comp, v in groups.items():
+            rows.setdefault(comp, {})[col] = v["flops"]
+    rows = {k: rows[k] for k in COMPONENTS if k in rows}
+    total = sum(sum(r.values()) for r in rows.values())
+    by_col = {col: sum(v["flops"] for v in groups.values()) for col, groups in columns.items()}
+    nbytes = sum(v["bytes"] for groups in columns.values() for v in groups.values())
+    return {"model": cfg.name, "phase": phase, "batch": B, "seq": T, "tokens": tokens, "params": P,
+            "dtype": dtype, "components": rows, "by_phase": by_col, "total": total,
+            "bytes": nbytes, "intensity": total / nbytes if nbytes else None,
+            "approx_2P_tokens": F.approx_forward_flops_2P(cfg, tokens),
+            "approx_6P_tokens": F.approx_training_flops_6P(cfg, tokens),
+            "attention_palm_per_token": F.attention_flops_palm(cfg, T),
+            "attention_kaplan_per_token": F.attention_flops_kaplan(cfg, T)}
+
+
+def flops(args) -> int:
+    cfg = load_model(args.model)
+    _seq_default(args, cfg)
+    B, T = _batch_seq(args, cfg)
+    data = flops_data(cfg, B, T, args.phase, DTYPES[args.dtype])
+    if args.json:
+        _print_json(data)
+        return 0
+    print(describe(cfg))
+    what = {"train": f"one training step on {B} × {T:,} tokens (forward, backward, AdamW)",
+            "prefill": f"prefill of {B} prompts × {T:,} tokens (k, v into the cache; logits of the last row only)",
+            "decode": f"one decode step: {B} new tokens, each attending to {T:,} keys ({T - 1:,} cached)"}
+    print(f"FLOPs of {what[args.phase]}; 2 FLOPs per multiply-add")
+    cols = list(data["by_phase"])
+    total = data["total"]
+    head = f"  {'component':<31}" + "".join(f"{c:>20}" for c in cols) + f"{'share':>8}"
+    print(head)
+    for comp, row in data["components"].items():
+        share = sum(row.values()) / total if total else 0
+        print(f"  {comp:<31}" + "".join(f"{row.get(c, 0):>20,}" for c in cols) + f"{100 * share:7.1f}%")
+    print(f"  {'total':<31}" + "".join(f"{data['by_phase'][c]:>20,}" for c in cols) + f"{100.0:7.1f}%")
+    tokens, P = data["tokens"], data["params"]
+    fwd = data["by_phase"].get("forward", data["by_phase"].get(args.phase, 0))
+    two_p, six_p = data["approx_2P_tokens"], data["approx_6P_tokens"]
+    print(f"forward{'' if args.phase == 'train' else ' (this phase)'}: {fwd:,} = {human_flops(fwd)};  "
+          f"2·P·tokens = 2·{P:,}·{tokens:,} = {two_p:,} ({100 * (fwd / two_p - 1):+.1f}%)")
+    if args.phase == "train":
+        fb = data["by_phase"]["forward"] + data["by_phase"]["backward"]
+        print(f"forward + backward: {fb:,} = {human_flops(fb)};  6·P·tokens = {six_p:,} "
+              f"({100 * (fb / six_p - 1):+.1f}%); backward / forward = {data['by_phase']['backward'] / fwd:.3f}")
+    print(f"attention's scores + mix per token: 4·L·T·NH·HS = {data['attention_palm_per_token']:,} "
+          f"(PaLM, as counted here; Kaplan's 2·L·T·d_attn is half), vs 2·P = {2 * P:,}")
+    if args.phase != "train":
+        print(f"bytes moved ({args.dtype}, every op reading its inputs and writing its outputs): "
+              f"{data['bytes']:,} B {human_bytes(data['bytes']).strip()}; {data['intensity']:.1f} FLOP per byte")
+    return 0
+
+
+# ---- kv ------------------------------------------------------------------------------------------------------
+
+def add_arguments_kv(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    _add_dtype(p)
+    _add_shape(p, "tokens cached per sequence")
+
+
+def kv_data(cfg: Config, dtype: str, B: int, T: int) -> dict:
+    per_token = F.kv_bytes_per_token(cfg, dtype)
+    mha = 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * F.itemsize(dtype)
+    return {"model": cfg.name, "dtype": dtype, "batch": B, "seq": T, "n_layers": cfg.n_layers,
+            "n_kv_heads": cfg.n_kv_heads, "n_heads": cfg.n_heads, "head_dim": cfg.head_dim,
+            "bytes_per_token": per_token, "total": F.kv_cache_bytes(cfg, B, T, dtype),
+            "mha_bytes_per_token": mha, "mha_overcount": mha / per_token}
+
+
+def kv(args) -> int:
+    cfg = load_model(args.model)
+    _seq_default(args, cfg)
+    B, T = _batch_seq(args, cfg)
+    dtype = DTYPES[args.dtype]
+    d = kv_data(cfg, dtype, B, T)
+    if args.json:
+        _print_json(d)
+        return 0
+    s = F.itemsize(dtype)
+    print(describe(cfg))
+    print(f"KV cache, {args.dtype} ({s} B per value): K and V, for every layer and every kv head")
+    print(f"  per token  2·L·KV·HS·bytes = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{s} = "
+          f"{d['bytes_per_token']:,} B ({d['bytes_per_token'] / 2**10:,.1f} KiB)")
+    print(f"  total      × {T:,} tokens × {B} sequences = {d['total']:,} B {human_bytes(d['total']).strip()}")
+    if cfg.n_kv_heads != cfg.n_heads:
+        print(f"  a calculator that assumes multi-head attention (KV = NH = {cfg.n_heads}) says "
+              f"{d['mha_bytes_per_token']:,} B per token: {d['mha_overcount']:.0f}x too much")
+    print(UNITS)
+    return 0

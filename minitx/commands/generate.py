@@ -1,0 +1,56 @@
+"""`minitx generate`: continue a prompt with a model saved by `minitx train`, streaming text as it comes.
+
+    minitx generate --checkpoint runs/model.ckpt --prompt "def " --max-new-tokens 200 --temperature 0.8 --seed 0
+
+Prints the prompt, then each new token as soon as it is sampled, then a newline. Byte-level models emit one
+UTF-8 byte per token, so a character may arrive in pieces: an incremental decoder holds the pieces back until the
+character is complete (invalid bytes print as U+FFFD, as ByteTokenizer.decode does).
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import sys
+
+
+def add_arguments_main(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by `minitx train`")
+    parser.add_argument("--prompt", required=True, metavar="TEXT", help="text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
+                        help="tokens to generate at most (default 200; prompt + N must fit the model's context)")
+    parser.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                        help="0 for greedy; higher is more random (default 0.8)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample only from the K likeliest")
+    parser.add_argument("--top-p", type=float, default=None, metavar="P",
+                        help="sample only from the smallest set of tokens whose probability reaches P (nucleus)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S", help="seed for reproducible sampling")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_model
+    from ..data import ByteTokenizer
+    from ..decode import stream
+
+    model, meta = load_model(args.checkpoint)
+    if meta.get("tokenizer") != "bytes":
+        raise ValueError(f"{args.checkpoint}: tokenizer {meta.get('tokenizer')!r} is not supported "
+                         "(minitx generate reads byte-level checkpoints: tokenizer 'bytes')")
+    if model.cfg.vocab_size > ByteTokenizer.vocab_size:
+        raise ValueError(f"{args.checkpoint}: a byte-level model has at most {ByteTokenizer.vocab_size} tokens, "
+                         f"this one has vocab_size={model.cfg.vocab_size}")
+    if args.prompt == "":
+        raise ValueError("--prompt is empty: give some text to continue")
+    ids = ByteTokenizer().encode(args.prompt)
+    # stream() checks every argument before the first token, so bad input fails before anything is printed
+    tokens = stream(model, [ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, seed=args.seed)
+    out = sys.stdout
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out.write(args.prompt)
+    out.flush()
+    for _, token in tokens:
+        out.write(utf8.decode(bytes([token])))
+        out.flush()
+    out.write(utf8.decode(b"", final=True) + "\n")
+    out.flush()
+    return 0
