@@ -112,7 +112,7 @@ print(f"prefill:     roofline {prefill.predicted * 1e3:.3f} ms, measured {prefil
 # %% [markdown]
 # The roofline is a floor. Measured time can miss it by a wide factor for reasons the model leaves out:
 #
-# * **Per-op overhead.** A decode step is ~120 op calls, each one a Python call, a NumPy or Numba dispatch
+# * **Per-op overhead.** A decode step is about 60 op calls, each one a Python call, a NumPy or Numba dispatch
 #   and a counter check: a few microseconds each. Ops on one row (norms, softmax over a few keys) are
 #   predicted in nanoseconds. Per op kind, their factors run into the hundreds. A GPU has the same
 #   problem, where it is called kernel-launch overhead.

@@ -114,7 +114,7 @@ print(roofline.sweep_table(points))
 # %%
 cpu = hardware.get("this-machine")      # measured once per process: about 2 seconds
 small = Config.preset("small-gpt2")
-measured = roofline.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=3)
+measured = roofline.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=2)
 print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.1f} GB/s, "
       f"ridge {cpu.ridge('fp32'):.1f} FLOP/B")
 print(f"{'B':>4} {'FLOP/B':>7} {'roofline ms':>12} {'measured ms':>12} {'roofline tok/s':>15} "

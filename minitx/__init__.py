@@ -19,3 +19,6 @@ __all__ += ["load_hf", "export_hf", "hf_config"]
 from . import cost, formulas, hardware, plots, roofline
 
 __all__ += ["cost", "formulas", "hardware", "plots", "roofline"]
+from . import conventions, memory
+
+__all__ += ["conventions", "memory"]

@@ -225,7 +225,7 @@ def _parameter_claims(run: Run) -> list[Claim]:
               m.num_params(), source="allocated",
               formula="V·C + n_ctx·C + L·(12C² + 13C) + 2C" if cfg.position == "learned" else
               "2·V·C + L·(C·(NH+2KV)·HS + NH·HS·C + 3·C·F + 2C) + C"),
-        Claim("parameters", cfg.name, f"parts ({', '.join(formula)}) equal to the formula", len(formula),
+        Claim("parameters", cfg.name, "per part (embedding, attention, mlp, ...) = formula", len(formula),
               sum(parts.get(k) == v for k, v in formula.items()) if set(parts) == set(formula) else 0,
               source="allocated", formula="param_breakdown(cfg)"),
         Claim("parameters", cfg.name, "share of the parameters in embeddings",
@@ -312,7 +312,7 @@ def _exact_claims(run: Run) -> list[Claim]:
                          unit="FLOPs", formula=f"decode_step(cfg, {BATCH}, {t})"))
         pairs.append((run.decode[t], costs))
     good, total = _ops_matching(pairs)
-    out.append(Claim("exact", name, "ops above whose FLOPs, MACs, bytes per category all match", total, good,
+    out.append(Claim("exact", name, "ops matching in FLOPs, MACs and bytes per category", total, good,
                      formula="one OpCost per recorded op name"))
     return out
 
@@ -466,8 +466,7 @@ def _jsonable(x):
 
 def _fmt(value: float, unit: str) -> str:
     if unit in ("x", "FLOP/B"):
-        text = f"{value:,.3f}".rstrip("0").rstrip(".")
-        return text + ("x" if unit == "x" else "")
+        return f"{value:,.3f}" + ("x" if unit == "x" else "")
     if unit == "%":
         return f"{value:.2f}%"
     if float(value).is_integer():

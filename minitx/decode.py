@@ -23,7 +23,7 @@ References: picoGPT `generate` and llm.c `main` (the recompute decoders); HF tra
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -190,9 +190,9 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_
     on_token         called as on_token(seq_index, token) as each token is produced (streaming)
     use_cache        False: the recompute reference (the whole forward again for every token), same results
     """
-    gen = stream(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_tokens, use_cache)
-    out: list[list[int]] = [[] for _ in range(gen.batch)]
-    for i, token in gen:
+    batch, tokens = _start(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_tokens, use_cache)
+    out: list[list[int]] = [[] for _ in range(batch)]
+    for i, token in tokens:
         out[i].append(token)
         if on_token is not None:
             on_token(i, token)
@@ -204,24 +204,16 @@ def generate_recompute(model, prompts, max_new_tokens: int, **kw) -> list[list[i
     return generate(model, prompts, max_new_tokens, use_cache=False, **kw)
 
 
-class _Stream:
-    """Iterator of (seq_index, token) with the batch size known up front (generate needs it)."""
-
-    def __init__(self, batch: int, it: Iterator[tuple[int, int]]):
-        self.batch, self._it = batch, it
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> tuple[int, int]:
-        return next(self._it)
-
-
 def stream(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
            top_p: float | None = None, seed: int | None = None, stop_tokens=None,
            use_cache: bool = True) -> Iterator[tuple[int, int]]:
     """Like `generate`, but yields (seq_index, token) as each token is produced. At each step the sequences
     still running yield in index order. Arguments are checked here, before the first token."""
+    return _start(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_tokens, use_cache)[1]
+
+
+def _start(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_tokens, use_cache):
+    """Check every argument, then return (B, the token generator)."""
     padded, lengths = _pack_prompts(model, prompts)
     n_new = _check_int("max_new_tokens", max_new_tokens, 0)
     if n_new + int(lengths.max()) > model.cfg.n_ctx:
@@ -231,26 +223,26 @@ def stream(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_k:
     sampler = _Sampler(temperature, top_k, top_p, seed)
     stops = _check_stop_tokens(stop_tokens, model.cfg.vocab_size)
     steps = _CachedSteps if use_cache else _RecomputeSteps
-    return _Stream(len(lengths), _run(steps(model, padded, lengths, n_new), sampler, stops, n_new))
+    return len(lengths), _run(steps(model, padded, lengths, n_new), sampler, stops, n_new)
 
 
-def _run(steps, sampler: "_Sampler", stops: np.ndarray, n_new: int) -> Iterator[tuple[int, int]]:
+def _run(steps, sampler: "_Sampler", stops: frozenset, n_new: int) -> Iterator[tuple[int, int]]:
     """The loop both decoders share: logits -> next token -> feed it back, until done."""
     if n_new == 0:
         return
-    B = steps.batch
-    running = np.ones(B, dtype=bool)
+    running = list(range(steps.batch))
     logits = steps.first()
     for step in range(n_new):
-        next_ids = sampler(logits)                          # (B,) int64
-        for b in np.flatnonzero(running):
-            yield int(b), int(next_ids[b])
-        running &= ~np.isin(next_ids, stops)
-        if step == n_new - 1 or not running.any():
+        next_ids = sampler(logits).tolist()                 # (B,) ints
+        for b in running:
+            yield b, next_ids[b]
+        if stops:
+            running = [b for b in running if next_ids[b] not in stops]
+        if step == n_new - 1 or not running:
             return
         # Finished sequences keep running with their last token (their outputs are ignored): the batch stays
         # rectangular, and the cache was sized for every sequence going the full distance.
-        logits = steps.next(next_ids)
+        logits = steps.next(np.array(next_ids, dtype=np.int64))
 
 
 class _CachedSteps:
@@ -288,7 +280,7 @@ class _RecomputeSteps:
         return logits[self.rows, self.lengths - 1]
 
     def first(self) -> np.ndarray:
-        return self._logits("prefill")                     # the prompt pass: the same work as a cached prefill
+        return self._logits("prefill")     # the prompt pass (logits for every row; a cached prefill keeps the last)
 
     def next(self, ids: np.ndarray) -> np.ndarray:
         self.ids[self.rows, self.lengths] = ids
@@ -373,12 +365,12 @@ def _pack_prompts(model, prompts) -> tuple[np.ndarray, np.ndarray]:
     return padded, lengths
 
 
-def _check_stop_tokens(stop_tokens, vocab_size: int) -> np.ndarray:
+def _check_stop_tokens(stop_tokens, vocab_size: int) -> frozenset:
     if stop_tokens is None:
-        return np.empty(0, dtype=np.int64)
+        return frozenset()
     ids = np.atleast_1d(np.asarray(stop_tokens))
     if ids.ndim != 1 or (ids.size and (ids.dtype == bool or ids.dtype.kind not in "iu")):
         raise TypeError(f"stop_tokens must be an id or a list of ids, got {stop_tokens!r}")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
         raise ValueError(f"stop_tokens {ids.tolist()} must lie in [0, {vocab_size}) (vocab_size)")
-    return ids.astype(np.int64)
+    return frozenset(ids.tolist())

@@ -383,7 +383,7 @@ def adamw_step(p, g, m, v, t, lr, betas, eps, weight_decay):
     b1, b2 = betas
     p = p * (1.0 - lr * weight_decay)
     m = m + (g - m) * (1.0 - b1)                            # torch: exp_avg.lerp_(grad, 1 - beta1)
-    v = v * b2 + (1.0 - b2) * g * g                         # torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+    v = v * b2 + (1.0 - b2) * g * g                         # torch: exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)
     step_size = lr / (1.0 - b1 ** t)
     denom = np.sqrt(v) / math.sqrt(1.0 - b2 ** t) + eps
     return p - step_size * m / denom, m, v

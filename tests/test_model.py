@@ -22,7 +22,7 @@ import reference_ops as ref
 from minitx import AdamW, Config, Transformer
 from minitx.ops.loss import cross_entropy_forward
 from reference_ops import H, assert_close, assert_fd_close
-from strategies import config_and_shape, configs, shapes
+from strategies import config_and_shape, configs
 
 GPT2 = Config(name="test-gpt2", vocab_size=11, n_ctx=8, d_model=8, n_layers=2, n_heads=2)
 LLAMA = Config(name="test-llama", vocab_size=13, n_ctx=8, d_model=8, n_layers=2, n_heads=4, n_kv_heads=2,

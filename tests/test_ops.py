@@ -39,7 +39,6 @@ DTYPES = (np.float32, np.float64)
 SEEDS = st.integers(0, 2**32 - 1)
 
 
-
 def randn(rng, shape, dtype=np.float64, scale=1.0, shift=0.0) -> np.ndarray:
     return (shift + scale * rng.standard_normal(shape)).astype(dtype)
 

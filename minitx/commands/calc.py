@@ -115,12 +115,12 @@ def describe(cfg: Config) -> str:
 
 
 def human_bytes(n: float) -> str:
-    """'13,476,831,232 B  13.48 GB  12.55 GiB' (decimal and binary units side by side)."""
+    """'13.48 GB = 12.55 GiB': decimal and binary units side by side."""
     for unit, dec, binary, bname in (("TB", 1e12, 2**40, "TiB"), ("GB", 1e9, 2**30, "GiB"),
                                      ("MB", 1e6, 2**20, "MiB"), ("kB", 1e3, 2**10, "KiB")):
         if n >= dec:
-            return f"{n / dec:8.2f} {unit} {n / binary:8.2f} {bname}"
-    return f"{n:8.0f} B"
+            return f"{n / dec:.2f} {unit} = {n / binary:.2f} {bname}"
+    return f"{n:.0f} B"
 
 
 def human_count(n: float) -> str:
@@ -186,22 +186,23 @@ def params(args) -> int:
         "lm_head": "tied to wte: no extra parameters" if cfg.tie_embeddings else "untied: its own V × d matrix",
     }
     base = non_emb if args.non_embedding else total
-    rows = [(k, v) for k, v in data["breakdown"].items() if not (args.non_embedding and k == "embedding")]
+    print(f"  {'':<24}{'parameters':>16}  {'share':>6}")
+    for name, value in data["breakdown"].items():
+        if args.non_embedding and name == "embedding":
+            continue
+        print(f"  {name:<24}{value:>16,}  {100 * value / base:5.1f}%   {notes[name]}")
+    lines = [("total", total, f"{human_count(total)}: every stored parameter, each once")]
+    lines.append(("non-embedding", non_emb, f"{human_count(non_emb)}: total − wte − wpe; the embeddings are "
+                                            f"{100 * (total - non_emb) / total:.1f}% of the total"))
     if args.non_embedding:
-        print(f"non-embedding parameters {non_emb:>17,}  ({human_count(non_emb)})   "
-              f"total with the embedding tables: {total:,} ({human_count(total)})")
-    else:
-        print(f"parameters {total:>17,}  ({human_count(total)})")
-    for name, value in rows:
-        print(f"  {name:<10} {value:>17,}  {100 * value / base:5.1f}%   {notes[name]}")
-    if not args.non_embedding:
-        print(f"non-embedding {non_emb:>14,}  ({human_count(non_emb)}): total − wte − wpe "
-              f"(the embeddings are {100 * (total - non_emb) / total:.1f}% of the total)")
+        lines.reverse()
+    for label, value, note in lines:
+        print(f"  {label:<24}{value:>16,}  {100 * value / base:5.1f}%   {note}")
     approx = data["approx_12Ld2"]
-    print(f"12·L·d² rule of thumb {approx:>6,}  ({human_count(approx)}): {100 * (approx / non_emb - 1):+.1f}% vs "
-          "non-embedding" + ("" if cfg.mlp == "standard" and cfg.n_kv_heads == cfg.n_heads
-                              and cfg.q_dim == cfg.d_model else
-                              " (it assumes multi-head attention with NH·HS = d and a 4·d ungated MLP)"))
+    caveat = "" if (cfg.mlp == "standard" and cfg.n_kv_heads == cfg.n_heads and cfg.q_dim == cfg.d_model) else \
+        "; it assumes multi-head attention with NH·HS = d and an ungated 4·d MLP"
+    print(f"  {'12·L·d² rule of thumb':<24}{approx:>16,}  {'':>6}   {human_count(approx)}: "
+          f"{100 * (approx / non_emb - 1):+.1f}% vs non-embedding{caveat}")
     print(UNITS)
     return 0
 
@@ -272,8 +273,8 @@ def memory(args) -> int:
                  "activations": "every activation the backward needs (attention probabilities B·NH·T² included, "
                                 "no FlashAttention, no recomputation)"}
     for name, value in parts.items():
-        print(f"  {name:<16} {value:>22,} B {human_bytes(value)}   {notes[name]}")
-    print(f"  {'total':<16} {data['total']:>22,} B {human_bytes(data['total'])}")
+        print(f"  {name:<16}{value:>20,} B  {human_bytes(value):>24}   {notes[name]}")
+    print(f"  {'total':<16}{data['total']:>20,} B  {human_bytes(data['total']):>24}")
     print(UNITS)
     return 0
 
@@ -398,7 +399,7 @@ def flops(args) -> int:
           f"(PaLM, as counted here; Kaplan's 2·L·T·d_attn is half), vs 2·P = {2 * P:,}")
     if args.phase != "train":
         print(f"bytes moved ({args.dtype}, every op reading its inputs and writing its outputs): "
-              f"{data['bytes']:,} B {human_bytes(data['bytes']).strip()}; {data['intensity']:.1f} FLOP per byte")
+              f"{data['bytes']:,} B ({human_bytes(data['bytes'])}); {data['intensity']:.1f} FLOP per byte")
     return 0
 
 
@@ -433,7 +434,7 @@ def kv(args) -> int:
     print(f"KV cache, {args.dtype} ({s} B per value): K and V, for every layer and every kv head")
     print(f"  per token  2·L·KV·HS·bytes = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{s} = "
           f"{d['bytes_per_token']:,} B ({d['bytes_per_token'] / 2**10:,.1f} KiB)")
-    print(f"  total      × {T:,} tokens × {B} sequences = {d['total']:,} B {human_bytes(d['total']).strip()}")
+    print(f"  total      × {T:,} tokens × {B} sequences = {d['total']:,} B ({human_bytes(d['total'])})")
     if cfg.n_kv_heads != cfg.n_heads:
         print(f"  a calculator that assumes multi-head attention (KV = NH = {cfg.n_heads}) says "
               f"{d['mha_bytes_per_token']:,} B per token: {d['mha_overcount']:.0f}x too much")

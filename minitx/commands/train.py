@@ -31,6 +31,7 @@ from ..model import DTYPES
 DEFAULTS = dict(steps=200, preset="small-gpt2", batch=16, seq=64, lr=3e-3, seed=0, out="runs/minitx.ckpt",
                 eval_every=50, log_every=10, eval_batches=8, dtype="float32", weight_decay=0.0)
 VAL_FRACTION = 0.1
+BETAS = (0.9, 0.95)   # a shorter second-moment memory than Adam's 0.999, as GPT-style training runs use
 
 
 def add_arguments_main(p: argparse.ArgumentParser) -> None:
@@ -142,7 +143,7 @@ def main(args) -> int:
     val = [get_batch(val_tokens, args.batch, args.seq, val_rng) for _ in range(args.eval_batches)]
 
     model = Transformer(cfg, seed=args.seed, dtype=args.dtype)
-    opt = AdamW(model, lr=args.lr, weight_decay=args.weight_decay)
+    opt = AdamW(model, lr=args.lr, betas=BETAS, weight_decay=args.weight_decay)
     tok_per_step = args.batch * args.seq
     print(f"minitx train: {cfg.name}, {model.num_params():,} parameters, {args.dtype}; corpus {len(tokens):,} bytes "
           f"({len(train_tokens):,} train / {len(val_tokens):,} validation); {args.steps} steps of "

@@ -1,0 +1,292 @@
+"""The calculator (`minitx params | memory | flops | kv`): published figures for presets and for Hugging Face
+config.json files written here by hand, JSON everywhere, and one-line errors (exit 2, no traceback)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from minitx import cli
+
+PUBLISHED_PARAMS = {
+    "gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200,
+    "llama-2-7b": 6_738_415_616, "llama-3-8b": 8_030_261_248, "mistral-7b": 7_241_732_096,
+    "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896,
+}
+KV_PER_TOKEN_16BIT = {"llama-2-7b": 524_288, "llama-3-8b": 131_072, "mistral-7b": 131_072, "gemma-2b": 18_432,
+                      "gemma-7b": 458_752, "gpt2": 36_864}
+
+# config.json as the Hugging Face Hub serves them (fields a reader must ignore included).
+HF_CONFIGS = {
+    "gpt2": {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+        "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+        "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": None,
+        "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
+        "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+        "vocab_size": 50257},
+    "gpt2-xl": {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "layer_norm_epsilon": 1e-05,
+        "model_type": "gpt2", "n_ctx": 1024, "n_embd": 1600, "n_head": 25, "n_layer": 48, "n_positions": 1024,
+        "vocab_size": 50257},
+    "llama-2-7b": {
+        "_name_or_path": "meta-llama/Llama-2-7b-hf", "architectures": ["LlamaForCausalLM"], "bos_token_id": 1,
+        "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+        "intermediate_size": 11008, "max_position_embeddings": 4096, "model_type": "llama",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32, "pretraining_tp": 1,
+        "rms_norm_eps": 1e-05, "rope_scaling": None, "tie_word_embeddings": False, "torch_dtype": "float16",
+        "transformers_version": "4.31.0.dev0", "use_cache": True, "vocab_size": 32000},
+    "llama-3-8b": {
+        "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096,
+        "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 8192,
+        "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 500000.0,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.40.0.dev0",
+        "use_cache": True, "vocab_size": 128256},
+    "mistral-7b": {
+        "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+        "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+        "max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32,
+        "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+        "sliding_window": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.34.0.dev0", "use_cache": True, "vocab_size": 32000},
+    "gemma-2b": {
+        "architectures": ["GemmaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "bos_token_id": 2, "eos_token_id": 1, "head_dim": 256, "hidden_act": "gelu", "hidden_size": 2048,
+        "initializer_range": 0.02, "intermediate_size": 16384, "max_position_embeddings": 8192,
+        "model_type": "gemma", "num_attention_heads": 8, "num_hidden_layers": 18, "num_key_value_heads": 1,
+        "pad_token_id": 0, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 10000.0,
+        "torch_dtype": "bfloat16", "transformers_version": "4.38.0.dev0", "use_cache": True,
+        "vocab_size": 256000},
+}
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """minitx's CLI in-process: (exit status, stdout, stderr)."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:     # argparse errors exit directly
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def run_json(argv: list[str], capsys) -> dict:
+    rc, out, err = run(argv + ["--json"], capsys)
+    assert rc == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture
+def hf_files(tmp_path):
+    paths = {}
+    for name, data in HF_CONFIGS.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data, indent=2))
+        paths[name] = str(path)
+    return paths
+
+
+# ---- params --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", list(PUBLISHED_PARAMS))
+def test_params_of_presets_equal_published_counts(preset, capsys):
+    data = run_json(["params", preset], capsys)
+    assert data["total"] == PUBLISHED_PARAMS[preset]
+    assert sum(data["breakdown"].values()) == data["total"]
+
+
+@pytest.mark.parametrize("name", list(HF_CONFIGS))
+def test_params_of_hf_config_files_equal_published_counts(name, hf_files, capsys):
+    assert run_json(["params", hf_files[name]], capsys)["total"] == PUBLISHED_PARAMS[name]
+
+
+def test_params_reads_a_folder_holding_config_json(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps(HF_CONFIGS["llama-2-7b"]))
+    assert run_json(["params", str(tmp_path)], capsys)["total"] == 6_738_415_616
+
+
+def test_gemma_non_embedding_is_the_2b_of_its_name(capsys):
+    data = run_json(["params", "gemma-2b", "--non-embedding"], capsys)
+    assert data["non_embedding"] == 1_981_884_416
+    assert data["breakdown"]["embedding"] == 256_000 * 2048
+    assert data["headline"] == "non_embedding"
+    rc, out, _ = run(["params", "gemma-2b", "--non-embedding"], capsys)
+    assert rc == 0 and "1,981,884,416" in out and "2,506,172,416" in out
+
+
+def test_params_table_shows_breakdown_and_units(capsys):
+    rc, out, err = run(["params", "gpt2"], capsys)
+    assert rc == 0 and err == ""
+    for text in ("124,439,808", "embedding", "attention", "mlp", "norm", "lm_head", "non-embedding",
+                 "12·L·d²", "GiB"):
+        assert text in out
+
+
+# ---- kv ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", list(KV_PER_TOKEN_16BIT))
+def test_kv_per_token_of_presets(preset, capsys):
+    for dtype in ("bf16", "fp16"):
+        data = run_json(["kv", preset, "--dtype", dtype, "--batch", "1", "--seq", "1024"], capsys)
+        assert data["bytes_per_token"] == KV_PER_TOKEN_16BIT[preset]
+        assert data["total"] == KV_PER_TOKEN_16BIT[preset] * 1024
+
+
+@pytest.mark.parametrize("name", [n for n in HF_CONFIGS if n in KV_PER_TOKEN_16BIT])
+def test_kv_per_token_of_hf_config_files(name, hf_files, capsys):
+    data = run_json(["kv", hf_files[name], "--dtype", "bf16", "--seq", "16"], capsys)
+    assert data["bytes_per_token"] == KV_PER_TOKEN_16BIT[name]
+
+
+def test_kv_scales_with_dtype_batch_and_seq(capsys):
+    # NVIDIA's example: Llama-2-7B, batch 1, 4096 tokens, fp16 -> 2 GiB
+    assert run_json(["kv", "llama-2-7b", "--dtype", "fp16", "--batch", "1", "--seq", "4096"],
+                    capsys)["total"] == 2 * 2**30
+    fp32 = run_json(["kv", "llama-3-8b", "--dtype", "fp32", "--batch", "8", "--seq", "100"], capsys)
+    int8 = run_json(["kv", "llama-3-8b", "--dtype", "int8", "--batch", "8", "--seq", "100"], capsys)
+    assert fp32["total"] == 4 * int8["total"] == 131_072 * 2 * 8 * 100
+
+
+def test_kv_table_names_the_mha_overcount(capsys):
+    rc, out, _ = run(["kv", "llama-3-8b", "--seq", "8192"], capsys)
+    assert rc == 0 and "131,072" in out and "4x too much" in out
+
+
+# ---- memory --------------------------------------------------------------------------------------------------
+
+def test_memory_inference_llama_2_7b(capsys):
+    data = run_json(["memory", "llama-2-7b", "--dtype", "bf16", "--batch", "1", "--seq", "4096"], capsys)
+    assert data["mode"] == "inference"
+    assert data["parts"]["weights"] == 2 * 6_738_415_616
+    assert data["parts"]["kv_cache"] == 2 * 2**30
+    assert data["total"] == sum(data["parts"].values())
+    int8 = run_json(["memory", "llama-2-7b", "--dtype", "int8", "--batch", "1", "--seq", "4096"], capsys)
+    assert int8["parts"]["weights"] == 6_738_415_616
+
+
+@pytest.mark.parametrize("recipe, per_param", [("mixed", 16), ("hf", 18), ("checkpoint", 12), ("fp32", 16)])
+def test_memory_training_recipes(recipe, per_param, capsys):
+    data = run_json(["memory", "llama-2-7b", "--train", "--recipe", recipe, "--batch", "1", "--seq", "1024"],
+                    capsys)
+    P = 6_738_415_616
+    assert data["mode"] == "training" and data["bytes_per_param"] == per_param
+    assert data["parts"]["weights"] + data["parts"]["gradients"] + data["parts"]["optimizer_state"] == per_param * P
+    assert data["parts"]["optimizer_state"] == 8 * P   # Adam: two fp32 copies
+    assert data["parts"]["activations"] > 0
+
+
+def test_memory_training_default_recipe_is_16_bytes_and_says_so(capsys):
+    rc, out, _ = run(["memory", "llama-2-7b", "--train", "--seq", "2048"], capsys)
+    assert rc == 0
+    assert "16 bytes per parameter" in out and "mixed" in out
+    for text in ("weights", "gradients", "optimizer_state", "activations", "GB", "GiB"):
+        assert text in out
+
+
+def test_memory_activations_depend_on_dtype(capsys):
+    bf16 = run_json(["memory", "gpt2", "--train", "--dtype", "bf16", "--seq", "512"], capsys)
+    fp32 = run_json(["memory", "gpt2", "--train", "--dtype", "fp32", "--seq", "512"], capsys)
+    # int64 ids do not scale with the float dtype; everything else doubles
+    assert 1.99 < fp32["parts"]["activations"] / bf16["parts"]["activations"] <= 2.0
+
+
+# ---- flops ---------------------------------------------------------------------------------------------------
+
+def test_flops_train_gpt2_matches_nanogpt_numbers(capsys):
+    data = run_json(["flops", "gpt2", "--batch", "1", "--seq", "1024", "--phase", "train"], capsys)
+    comps = data["components"]
+    # nanoGPT transformer_sizing.ipynb: the dense LM head, and scores + reduce over 12 layers
+    assert comps["lm_head"]["forward"] == 79_047_426_048
+    assert comps["attention: scores + mix"]["forward"] == 12 * 2 * 1_610_612_736
+    assert data["by_phase"]["backward"] > 1.99 * data["by_phase"]["forward"]
+    assert data["approx_6P_tokens"] == 6 * 124_439_808 * 1024
+    assert data["total"] == sum(sum(r.values()) for r in comps.values())
+    assert comps["optimizer"]["optimizer"] == 15 * 124_439_808
+
+
+def test_flops_phases_and_table(capsys):
+    for phase, tokens in (("prefill", 4 * 512), ("decode", 4)):
+        data = run_json(["flops", "llama-3-8b", "--batch", "4", "--seq", "512", "--phase", phase], capsys)
+        assert data["tokens"] == tokens
+        assert data["approx_2P_tokens"] == 2 * 8_030_261_248 * tokens
+        assert 0.8 < data["total"] / data["approx_2P_tokens"] < 1.2
+    rc, out, _ = run(["flops", "llama-3-8b", "--seq", "512", "--phase", "decode"], capsys)
+    assert rc == 0
+    for text in ("attention: q k v o projections", "attention: scores + mix", "attention: softmax",
+                 "mlp: matmuls", "norms", "lm_head", "2·P·tokens", "FLOP per byte"):
+        assert text in out
+    rc, out, _ = run(["flops", "gpt2", "--seq", "64", "--phase", "train"], capsys)
+    assert rc == 0 and "6·P·tokens" in out and "loss" in out and "optimizer" in out
+
+
+def test_a_70b_model_answers_fast(capsys):
+    start = time.perf_counter()
+    for argv in (["flops", "llama-3-70b", "--batch", "8", "--seq", "8192", "--phase", "train"],
+                 ["memory", "llama-3-70b", "--train", "--batch", "8", "--seq", "8192"],
+                 ["params", "llama-3-70b"], ["kv", "llama-3-70b", "--batch", "64", "--seq", "8192"]):
+        rc, _, _ = run(argv, capsys)
+        assert rc == 0
+    assert time.perf_counter() - start < 1.0
+
+
+# ---- bad input -----------------------------------------------------------------------------------------------
+
+BAD = {
+    "unknown preset": ["params", "gpt-5"],
+    "missing file": ["params", "/nonexistent/config.json"],
+    "missing model": ["params"],
+    "batch 0": ["memory", "gpt2", "--batch", "0"],
+    "negative seq": ["kv", "gpt2", "--seq", "-5"],
+    "fractional seq": ["flops", "gpt2", "--seq", "1.5"],
+    "word for batch": ["kv", "gpt2", "--batch", "many"],
+    "seq beyond n_ctx": ["flops", "gpt2", "--seq", "4096"],
+    "unknown dtype": ["memory", "gpt2", "--dtype", "fp8"],
+    "unknown phase": ["flops", "gpt2", "--phase", "backward"],
+    "unknown recipe": ["memory", "gpt2", "--train", "--recipe", "adafactor"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_and_exit_2(case, capsys):
+    rc, out, err = run(BAD[case], capsys)
+    assert rc == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "error" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, words", [
+    ('{"model_type": "bert", "hidden_size": 768}', ["bert", "supported"]),
+    ("this is not json", ["JSON"]),
+    ("[1, 2, 3]", ["JSON object"]),
+    ('{"model_type": "llama", "rope_parameters": [1, 2]}', ["cannot read"]),
+    ('{"model_type": "llama", "num_attention_heads": "many"}', ["n_heads"]),
+    ('{"model_type": "llama", "num_attention_heads": 32, "num_key_value_heads": 5}', ["divisible"]),
+    ('{"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}', ["rope"]),
+])
+def test_bad_config_files_are_one_line_errors(tmp_path, content, words, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    for command in (["params"], ["kv", "--seq", "8"], ["memory", "--seq", "8"], ["flops", "--seq", "8"]):
+        rc, out, err = run([command[0], str(path)] + command[1:], capsys)
+        assert rc == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        for w in words:
+            assert w in err, err
+
+
+def test_bad_input_from_the_real_command_line(tmp_path):
+    """The same through a real process: the entry point, not just the function."""
+    path = tmp_path / "config.json"
+    path.write_text('{"model_type": "t5"}')
+    for argv in (["params", "nope"], ["kv", str(path)], ["memory", "gpt2", "--batch", "-1"]):
+        p = subprocess.run([sys.executable, "-m", "minitx.cli", *argv], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2, p.stderr
+        assert p.stdout == "" and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

@@ -1,0 +1,142 @@
+"""`minitx check`: it runs the models for real, every exact claim matches, every approximation is within its
+stated tolerance, --json parses, and a failing claim makes the exit status non-zero."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minitx import check
+from minitx.check import Claim
+
+
+@pytest.fixture(scope="module")
+def result():
+    """One real run of `minitx check --json` in its own process (about 15-30 s on 2 cores, warm)."""
+    p = subprocess.run([sys.executable, "-m", "minitx.cli", "check", "--json"], capture_output=True, text=True,
+                       timeout=600)
+    return p
+
+
+@pytest.fixture(scope="module")
+def claims(result):
+    return json.loads(result.stdout)["claims"]
+
+
+def test_check_exits_0_and_json_parses(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["passed"] is True
+    assert data["models"] == list(check.MODELS)
+    assert "Traceback" not in result.stderr
+    assert "minitx check:" in result.stderr          # progress goes to stderr, never into the JSON
+
+
+def test_every_exact_claim_matches(claims):
+    exact = [c for c in claims if c["kind"] == "exact"]
+    assert len(exact) >= 50
+    bad = [c for c in exact if not c["ok"] or c["expected"] != c["counted"]]
+    assert not bad, bad
+
+
+def test_every_approximation_is_within_its_tolerance(claims):
+    approx = [c for c in claims if c["kind"] == "approx"]
+    assert approx
+    for c in approx:
+        assert c["ok"] and abs(c["error"]) <= c["tolerance"], c
+        assert 0 < c["tolerance"] <= 0.10
+
+
+def test_both_families_and_every_section_are_checked(claims):
+    assert {c["model"] for c in claims} >= {"small-gpt2", "small-llama", "gemma-2b"}
+    assert {c["section"] for c in claims} == set(check.SECTIONS)
+    for model in ("small-gpt2", "small-llama"):
+        mine = [c for c in claims if c["model"] == model]
+        assert {c["section"] for c in mine} == set(check.SECTIONS)
+
+
+def _find(claims, model, words):
+    hits = [c for c in claims if c["model"] == model and all(w in c["claim"] for w in words)]
+    assert hits, f"no claim for {model} with {words}"
+    return hits
+
+
+def test_the_talks_claims_are_all_there(claims):
+    for model in check.MODELS:
+        assert _find(claims, model, ["parameters allocated"])[0]["kind"] == "exact"
+        assert _find(claims, model, ["embeddings"])[0]["unit"] == "%"
+        assert _find(claims, model, ["2·P·tokens"])[0]["kind"] == "approx"
+        assert any("attention" in c["claim"] for c in _find(claims, model, ["2·P·tokens"]))
+        assert _find(claims, model, ["backward matmul MACs = 2 × forward"])[0]["kind"] == "exact"
+        assert _find(claims, model, ["3 × inference"])[0]["kind"] == "approx"
+        assert _find(claims, model, ["6·P·tokens"])[0]["kind"] == "approx"
+        assert _find(claims, model, ["Adam", "2 extra copies"])[0]["kind"] == "exact"
+        assert _find(claims, model, ["training keeps every activation"])[0]["source"] == "measured"
+        assert _find(claims, model, ["inference peak"])[0]["source"] == "measured"
+        assert _find(claims, model, ["cache bytes"])[0]["kind"] == "exact"
+        assert _find(claims, model, ["kv_cache bytes written"])[0]["kind"] == "exact"
+        assert len(_find(claims, model, ["recompute", "cached"])) == len(check.DECODE_AT)
+        assert _find(claims, model, ["prefill matmuls"])[0]["kind"] == "exact"
+        assert len(_find(claims, model, ["decode, batch"])) == len(check.DECODE_BATCHES)
+        for ph in ("forward", "backward", "optimizer"):
+            assert len(_find(claims, model, [f"training {ph}:"])) == 2   # FLOPs and bytes
+
+
+def test_gemma_rows_compare_the_formula_with_published_figures(claims):
+    rows = {c["formula"]: c for c in claims if c["model"] == "gemma-2b"}
+    assert rows["P − V·C"]["counted"] == rows["P − V·C"]["expected"] == 1_981_884_416
+    assert rows["P"]["counted"] == rows["P"]["expected"] == 2_506_172_416
+    assert all(c["source"].startswith("published") for c in rows.values())
+
+
+def test_recompute_grows_like_t_and_decode_intensity_like_b(claims):
+    for model in check.MODELS:
+        ratios = [c["counted"] for c in _find(claims, model, ["recompute", "cached"])]
+        for t, r in zip(check.DECODE_AT, ratios):
+            assert t < r < 1.1 * (t + 1)              # O(t²) / O(t) ≈ t
+        per_byte = [c["counted"] for c in _find(claims, model, ["decode, batch"])]
+        assert per_byte == sorted(per_byte)           # batching raises decode's FLOPs per weight byte
+        prefill = _find(claims, model, ["prefill matmuls"])[0]["counted"]
+        decode_1 = _find(claims, model, ["decode matmuls", "batch 1"])[0]["counted"]
+        assert prefill > 10 * decode_1
+
+
+# ---- the printing and the exit status, without running the models again --------------------------------------
+
+def _fake_claims(ok: bool) -> list[Claim]:
+    return [
+        Claim("parameters", "m", "parameters allocated = the closed-form count", 10, 10 if ok else 11),
+        Claim("compute", "m", "forward ≈ 2·P·tokens", 100, 104, kind="approx", tolerance=0.1, unit="FLOPs"),
+        Claim("memory", "m", "Adam", 800, 800, unit="B", source="allocated"),
+    ]
+
+
+@pytest.mark.parametrize("ok, status", [(True, 0), (False, 1)])
+def test_main_prints_a_table_and_fails_on_a_mismatch(monkeypatch, capsys, ok, status):
+    monkeypatch.setattr(check, "run_checks", lambda progress=None: _fake_claims(ok))
+    assert check.main(argparse.Namespace(json=False, quiet=True)) == status
+    out = capsys.readouterr().out
+    assert "parameters allocated = the closed-form count" in out
+    assert "formula" in out and "counted" in out and "verdict" in out
+    assert "+4.00%" in out and "800 B" in out
+    assert ("MISMATCH" in out) != ok
+
+
+def test_main_json_is_the_same_claims(monkeypatch, capsys):
+    monkeypatch.setattr(check, "run_checks", lambda progress=None: _fake_claims(False))
+    assert check.main(argparse.Namespace(json=True, quiet=True)) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] is False
+    assert [c["ok"] for c in data["claims"]] == [False, True, True]
+    assert data["claims"][1]["error"] == pytest.approx(0.04)
+
+
+def test_claim_verdicts():
+    assert Claim("s", "m", "c", 5, 5).verdict == "exact"
+    assert not Claim("s", "m", "c", 5, 6).ok
+    c = Claim("s", "m", "c", 100, 89, kind="approx", tolerance=0.1)
+    assert not c.ok and "OUTSIDE" in c.verdict and c.error == pytest.approx(-0.11)
+    assert Claim("s", "m", "c", 100, 91, kind="approx", tolerance=0.1).ok
