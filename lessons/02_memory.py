@@ -95,7 +95,7 @@ assert largest == largest_formula
 
 # %% [markdown]
 # The inference peak is a handful of activations, not just the largest one: this unfused NumPy forward
-# holds one block's intermediate arrays until the block returns (and the returned logits count too). The
+# holds the intermediate arrays of a block or two at a time (and the returned logits count too). The
 # talk's point survives in the form that matters, which shows when we change the depth: training's
 # memory grows with every layer, inference's does not.
 

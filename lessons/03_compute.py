@@ -63,8 +63,9 @@ fwd = infer.flops
 print(f"{'op':<12} {'FLOPs':>14} {'share':>7}")
 for op, t in sorted(infer.by("op").items(), key=lambda kv: -kv[1].flops):
     print(f"{op:<12} {t.flops:>14,} {t.flops / fwd:>7.1%}")
-print(f"{'total':<12} {fwd:>14,}   formula forward_pass: {formulas.summary(formulas.forward_pass(cfg, B, T))['flops']:,}")
-assert fwd == formulas.summary(formulas.forward_pass(cfg, B, T))["flops"]
+fwd_formula = formulas.summary(formulas.forward_pass(cfg, B, T))["flops"]
+print(f"{'total':<12} {fwd:>14,}   formula forward_pass: {fwd_formula:,}")
+assert fwd == fwd_formula
 
 # %% [markdown]
 # The matmuls of the linear layers are exactly 2 FLOPs per *matmul* weight per token: every weight matrix
@@ -76,9 +77,11 @@ assert fwd == formulas.summary(formulas.forward_pass(cfg, B, T))["flops"]
 # %%
 matmul = infer.filter(op="matmul").flops
 attention = infer.filter(op="attention").flops
-print(f"linear layers: counted {matmul:>13,}   2·(matmul weights)·tokens = 2·{formulas.matmul_params(cfg):,}·{tokens_n}"
-      f" = {2 * formulas.matmul_params(cfg) * tokens_n:,}")
-print(f"scores + mix:  counted {attention:>13,}   4·L·T·(NH·HS)·tokens = {formulas.attention_flops_palm(cfg, T) * tokens_n:,}")
+W = formulas.matmul_params(cfg)
+print(f"linear layers: counted {matmul:>13,}   2·(matmul weights)·tokens = 2·{W:,}·{tokens_n} = "
+      f"{2 * W * tokens_n:,}")
+print(f"scores + mix:  counted {attention:>13,}   4·L·T·(NH·HS)·tokens = "
+      f"{formulas.attention_flops_palm(cfg, T) * tokens_n:,}")
 print(f"forward total: counted {fwd:>13,}   2·P·tokens = {2 * P * tokens_n:,} ({fwd / (2 * P * tokens_n) - 1:+.1%}); "
       f"+ attention: {2 * P * tokens_n + attention:,} ({fwd / (2 * P * tokens_n + attention) - 1:+.1%})")
 assert matmul == 2 * formulas.matmul_params(cfg) * tokens_n

@@ -19,7 +19,6 @@
 # %%
 import numpy as np
 
-import minitx
 from minitx import Config, KVCache, Transformer, count, formulas, hardware, roofline
 
 # %% [markdown]
@@ -187,7 +186,8 @@ print(dec.table("op"))
 # %%
 print(f"prefill: {pre.time * 1e3:.2f} ms, intensity {pre.intensity:.0f} FLOP/B, {pre.total().bound}-bound")
 print(f"decode:  {dec.time * 1e3:.3f} ms per step, intensity {dec.intensity:.2f} FLOP/B, {dec.total().bound}-bound")
-print(f"decode floor (embedding gathered): {roofline.decode_floor(c, h100, 'bf16', embedding='gather').time * 1e3:.3f} ms")
+floor = roofline.decode_floor(c, h100, "bf16", embedding="gather")
+print(f"decode floor (embedding gathered): {floor.time * 1e3:.3f} ms")
 
 # %% [markdown]
 # **Takeaways.** Prefill is matrix-matrix and compute-bound. Decode is matrix-vector and memory-bound.

@@ -15,7 +15,6 @@
 # Units: ms = 1e-3 s; GB = 1e9 bytes; tokens/s summed over the batch unless it says "per user".
 
 # %%
-import minitx
 from minitx import Config, formulas, hardware, roofline
 
 cfg = Config.preset("llama-3-8b")

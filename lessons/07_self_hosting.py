@@ -16,7 +16,7 @@
 # and $1.50 per million output tokens. Money in US dollars; "per M" = per million tokens.
 
 # %%
-from minitx import Config, cost, formulas, hardware, roofline
+from minitx import Config, cost, hardware, roofline
 
 cfg = Config.preset("llama-3-8b")
 h100 = hardware.get("h100-sxm")

@@ -45,7 +45,7 @@ BATCH, SEQ = 4, 64           # the training step and the inference forward: B se
 PROMPT = 16                  # prefill length before the decode steps
 DECODE_AT = (16, 64, 127)    # positions t (tokens already cached) where a decode step is compared with recompute
 DECODE_BATCHES = (1, 4, 16)  # batch sizes for decode's FLOPs per weight byte
-DEPTHS = (2, 8)              # layer counts for "training memory grows with depth, inference memory does not"
+DEPTHS = (2, 4)              # layer counts for "training memory grows with depth, inference memory does not"
 
 PUBLISHED = {  # figures a formula is compared with (FORMULAS.md §2.2)
     "gemma-2b total": (2_506_172_416, "HF safetensors metadata"),
@@ -133,7 +133,8 @@ def _run(name: str, say: Callable[[str], None]) -> Run:
     with count() as infer:
         model.forward(tokens)
 
-    say(f"{name}: prefill {PROMPT} tokens, decode to t={max(DECODE_AT)}, recompute at t={', '.join(map(str, DECODE_AT))}")
+    at = ", ".join(map(str, DECODE_AT))
+    say(f"{name}: prefill {PROMPT} tokens, decode to t={max(DECODE_AT)}, recompute at t={at}")
     max_len = max(DECODE_AT) + 1
     ids = rng.integers(0, cfg.vocab_size, size=(BATCH, max_len))
     cache = KVCache(cfg, BATCH, max_len, DTYPE)
@@ -161,13 +162,17 @@ def _run(name: str, say: Callable[[str], None]) -> Run:
     run = Run(cfg, model, opt, train, infer, pre, steps, recompute, cache,
               everything.bytes_by_category("written").get("kv_cache", 0), max_len, by_batch)
 
-    say(f"{name}: measuring saved activations and the inference peak at {' and '.join(map(str, DEPTHS))} layers")
+    say(f"{name}: measuring saved activations and the inference peak at {' and '.join(map(str, DEPTHS))} "
+        f"layer{'s' if max(DEPTHS) > 1 else ''}")
     run.saved_activations = memory.measure_saved_activations(model, tokens)
     run.largest_activation = memory.largest_activation(model, tokens)
     for depth in DEPTHS:
-        deep = Transformer(cfg.replace(n_layers=depth, name=f"{name}-{depth}L"), seed=0, dtype=DTYPE)
-        run.by_depth[depth] = (memory.measure_saved_activations(deep, tokens),
-                               memory.measure_inference_peak(deep, tokens))
+        if depth == cfg.n_layers:
+            run.by_depth[depth] = (run.saved_activations, memory.measure_inference_peak(model, tokens))
+            continue
+        other = Transformer(cfg.replace(n_layers=depth, name=f"{name}-{depth}L"), seed=0, dtype=DTYPE)
+        run.by_depth[depth] = (memory.measure_saved_activations(other, tokens),
+                               memory.measure_inference_peak(other, tokens))
     return run
 
 
@@ -199,6 +204,11 @@ def _warm_up(say: Callable[[str], None]) -> float:
 def run_checks(models: tuple[str, ...] = MODELS, progress: Callable[[str], None] | None = None) -> list[Claim]:
     """Run each model for real under the counters; return every claim, checked (see `Claim.ok`).
     `progress`, if given, receives one-line status messages (the CLI prints them on stderr)."""
+    for name in models:
+        cfg = Config.preset(name)
+        if cfg.n_ctx < max(max(DECODE_AT) + 1, SEQ):
+            raise ValueError(f"minitx check needs n_ctx >= {max(max(DECODE_AT) + 1, SEQ)}; {name} has "
+                             f"n_ctx={cfg.n_ctx}")
     say = progress or (lambda message: None)
     _warm_up(say)
     runs = [_run(name, say) for name in models]
@@ -374,8 +384,8 @@ def _memory_claims(run: Run) -> list[Claim]:
               formula="1",
               note=f"tracemalloc peak of model.forward: {peak_lo:,} B at L={lo}, {peak_hi:,} B at L={hi}, while "
                    f"training keeps {saved_lo:,} B and {saved_hi:,} B. The peak is a few activations (about "
-                   f"{peak_hi / run.largest_activation:.0f}x the largest here): this unfused forward holds one "
-                   "block's intermediate arrays until the block returns"),
+                   f"{peak_hi / run.largest_activation:.0f}x the largest here): this unfused forward holds "
+                   "the intermediate arrays of a block or two at a time, whatever the depth"),
     ]
 
 
@@ -384,8 +394,9 @@ def _kv_claims(run: Run) -> list[Claim]:
     B, S, item = run.cache.batch, run.cache.max_len, np.dtype(DTYPE).itemsize
     out = [
         Claim("kv cache", name, f"cache bytes for B={B}, S={S} (cache.nbytes)", F.kv_cache_bytes(cfg, B, S, DTYPE),
-              run.cache.nbytes, unit="B", source="allocated", formula=(
-                  f"2·L·KV·HS·S·B·bytes = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{S}·{B}·{item}")),
+              run.cache.nbytes, unit="B", source="allocated",
+              formula=f"2·L·KV·HS·S·B·bytes = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{S}·{B}"
+                      f"·{item}"),
         Claim("kv cache", name, "kv_cache bytes written by prefill + decode",
               F.kv_bytes_per_token(cfg, DTYPE) * B * run.positions, run.kv_written, unit="B",
               formula=f"kv_bytes_per_token × B × {run.positions} positions"),
@@ -519,7 +530,8 @@ def main(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     failed = [c for c in claims if not c.ok]
     if getattr(args, "json", False):
-        print(json.dumps({"models": list(MODELS), "dtype": DTYPE, "batch": BATCH, "seq": SEQ, "prompt": PROMPT,
+        print(json.dumps({"models": list(MODELS), "configs": {m: Config.preset(m).to_dict() for m in MODELS},
+                          "dtype": DTYPE, "batch": BATCH, "seq": SEQ, "prompt": PROMPT,
                           "decode_at": list(DECODE_AT), "seconds": round(seconds, 3), "passed": not failed,
                           "claims": [c.to_dict() for c in claims]}, indent=1, ensure_ascii=False))
     else:

@@ -81,8 +81,10 @@ class KVCache:
         return int(self.buffer.nbytes)
 
     def reset(self) -> None:
-        """Forget every sequence (lengths back to 0). The stale rows need no clearing: they are never read
-        before being overwritten, because a query only sees keys at positions ≤ its own."""
+        """Forget every sequence: lengths back to 0, and K/V back to zeros. Rows past a sequence's length do pass
+        through the attention matmuls (they read a rectangle), with weight exactly 0; zeros keep a NaN left by an
+        earlier run from turning 0·NaN into NaN."""
+        self.buffer[...] = 0.0
         self.lengths[:] = 0
 
     def __repr__(self) -> str:
@@ -147,7 +149,11 @@ def _prefill(model, tokens: np.ndarray, cache: KVCache, lengths: np.ndarray) -> 
 
 def decode(model, tokens, cache: KVCache) -> np.ndarray:
     """One new token per sequence, (B,) or (B, 1), at position cache.lengths[b]; returns logits (B, V) and
-    advances every length by one. Refuses to write past the cache's max_len (and so past n_ctx)."""
+    advances every length by one. Refuses to write past the cache's max_len (and so past n_ctx).
+
+    Each layer first writes the new K/V row, then attention reads the cache's rows 0..max(lengths), the new row
+    included: at length t (all sequences equal) a step reads 2·L·KV·HS·(t + 1)·B·itemsize bytes of cache. In a
+    ragged batch every sequence reads up to the longest one's row (masked beyond its own)."""
     if not isinstance(cache, KVCache):
         raise TypeError(f"cache must be a minitx.KVCache, got {type(cache).__name__}")
     arr = np.asarray(tokens)

@@ -661,7 +661,8 @@ class Measurement:
 
     def table(self) -> str:
         hw = self.hardware
-        head = f"{'phase':<9} {'op':<12} {'measured ms':>12} {'roofline ms':>12} {'factor':>8} {'efficiency':>10} {'bound':>8}"
+        head = (f"{'phase':<9} {'op':<12} {'measured ms':>12} {'roofline ms':>12} {'factor':>8} "
+                f"{'efficiency':>10} {'bound':>8}")
         lines = [f"{self.model} B={self.batch} prompt={self.prompt}, {self.steps} decode steps, on {hw.name} "
                  f"(peak {hw.peak(self.dtype) / 1e9:.3g} GFLOP/s {self.dtype}, {hw.bandwidth / 1e9:.3g} GB/s)",
                  "(factor = measured / roofline; efficiency = roofline / measured; decode per step)",
@@ -817,7 +818,8 @@ def measure_decode_sweep(model: Any = "small-gpt2", hardware: "str | Hardware | 
         tokens = np.random.default_rng(seed).integers(0, m.cfg.vocab_size, (B, prompt))
         cache = KVCache(m.cfg, B, prompt + n, m.dtype)
         _run_phases(m, tokens, cache, min(n, 2))
-        best = min(float(np.mean(_run_phases(m, tokens, cache, n)[1])) for _ in range(_positive_int("repeats", repeats)))
+        reps = _positive_int("repeats", repeats)
+        best = min(float(np.mean(_run_phases(m, tokens, cache, n)[1])) for _ in range(reps))
         with count() as c:
             _run_phases(m, tokens, cache, n)
         g = analyze(c.filter(phase="decode"), hw, key).total()

@@ -441,7 +441,7 @@ def test_prefill_and_decode_reject_bad_input():
         model.decode([1, 2], cache)
     assert np.array_equal(before, cache.buffer) and cache.lengths.tolist() == [6, 5]   # nothing overwritten
     cache.reset()
-    assert cache.lengths.tolist() == [0, 0]
+    assert cache.lengths.tolist() == [0, 0] and not cache.buffer.any()
     # a cache as long as the context: decode refuses the (n_ctx + 1)-th token
     full = KVCache(GPT2, 1, GPT2.n_ctx, "float64")
     model.prefill(np.ones((1, GPT2.n_ctx), dtype=np.int64), full)
@@ -455,7 +455,7 @@ def test_cli_generate_streams_text(monkeypatch, capsys):
     from minitx import checkpoint, cli
     cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
     model = random_model(cfg, "float32")
-    monkeypatch.setattr(checkpoint, "load_model", lambda path: (model, {"tokenizer": "bytes"}), raising=False)
+    monkeypatch.setattr(checkpoint, "load_model", lambda path: (model, None, {"tokenizer": "bytes"}), raising=False)
     assert cli.main(["generate", "--checkpoint", "x.ckpt", "--prompt", "hi", "--max-new-tokens", "5",
                      "--temperature", "0"]) == 0
     text = capsys.readouterr().out
@@ -466,9 +466,25 @@ def test_cli_generate_streams_text(monkeypatch, capsys):
     assert cli.main(["generate", "--checkpoint", "x.ckpt", "--prompt", "hi", "--max-new-tokens", "31"]) == 2
     assert "n_ctx" in capsys.readouterr().err
     assert cli.main(["generate", "--checkpoint", "x.ckpt", "--prompt", "hi", "--top-p", "2"]) == 2
-    monkeypatch.setattr(checkpoint, "load_model", lambda path: (model, {"tokenizer": "gpt2-bpe"}), raising=False)
+    monkeypatch.setattr(checkpoint, "load_model", lambda path: (model, None, {"tokenizer": "gpt2-bpe"}), raising=False)
     assert cli.main(["generate", "--checkpoint", "x.ckpt", "--prompt", "hi"]) == 2
     assert "tokenizer" in capsys.readouterr().err
+
+
+def test_cli_generate_from_a_saved_checkpoint(tmp_path, capsys):
+    from minitx import checkpoint, cli
+    if not hasattr(checkpoint, "save_model"):
+        pytest.skip("minitx.checkpoint.save_model is not written yet")
+    cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
+    model = random_model(cfg, "float32")
+    path = str(tmp_path / "m.ckpt")
+    checkpoint.save_model(path, model)
+    argv = ["generate", "--checkpoint", path, "--prompt", "ab", "--max-new-tokens", "8", "--seed", "3"]
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    assert cli.main(argv) == 0 and capsys.readouterr().out == first          # seeded: the same text again
+    ids = generate(model, [list(b"ab")], 8, temperature=0.8, seed=3)[0]       # the CLI's default temperature
+    assert first == "ab" + bytes(ids).decode("utf-8", errors="replace") + "\n"
 
 
 def test_public_api():

@@ -216,7 +216,8 @@ def test_max_batch_is_consistent_with_the_memory_formula(llama3, llama2):
     assert round(roofline.memory_needed(llama3, "bf16", 256, 2048) / 1e9, 1) == 84.8
     most = roofline.max_batch(llama3, "h100", "bf16", 2048)
     assert most == (80e9 - LLAMA3_8B_P * 2) // (2048 * 131_072) == 238
-    assert roofline.memory_needed(llama3, "bf16", most, 2048) <= 80e9 < roofline.memory_needed(llama3, "bf16", most + 1, 2048)
+    need = lambda b: roofline.memory_needed(llama3, "bf16", b, 2048)
+    assert need(most) <= 80e9 < need(most + 1)
     # Baseten: Llama-2-7B on an A10 (24 GB) at 4096 tokens -> batch 4
     assert roofline.max_batch(llama2, "a10", "bf16", 4096) == 4
     # weights that do not fit at all
@@ -242,16 +243,17 @@ def test_sweep_latency_and_throughput(llama3):
 
 # ---- predicted vs measured, here -------------------------------------------------------------------------------
 
-def test_reference_decode_step_against_the_measured_roofline(cpu):
-    m = roofline.measure_inference("reference", cpu, batch=1, prompt=16, steps=8, repeats=2)
+@pytest.mark.parametrize("preset", ["reference", "small-gpt2"])
+def test_decode_step_against_the_measured_roofline(cpu, preset):
+    m = roofline.measure_inference(preset, cpu, batch=1, prompt=16, steps=8, repeats=2)
     decode = m.phases["decode"]
-    print(f"\nthis CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.2f} GB/s; reference "
+    print(f"\nthis CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.2f} GB/s; {preset} "
           f"decode step measured {decode.measured * 1e3:.3f} ms vs roofline {decode.predicted * 1e3:.3f} ms: "
           f"factor {decode.factor:.2f} (prefill factor {m.phases['prefill'].factor:.2f})")
     print(m.table())
     assert 0.02 < decode.factor < 50
     # the predicted decode step reads every weight once: at least the weight bytes over the bandwidth
-    assert decode.predicted >= formulas.param_bytes(Config.preset("reference")) / cpu.bandwidth * 0.999
+    assert decode.predicted >= formulas.param_bytes(Config.preset(preset)) / cpu.bandwidth * 0.999
     assert set(k[0] for k in m.ops) == {"prefill", "decode"}
     assert all(c.measured > 0 and c.predicted >= 0 for c in m.ops.values())
 

@@ -123,6 +123,10 @@ def human_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def human_count(n: float) -> str:
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
@@ -180,7 +184,8 @@ def params(args) -> int:
     notes = {
         "embedding": f"wte V·d = {wte:,}" + (f" + wpe n_ctx·d = {wpe:,}" if wpe else "") + (
             " (also the LM head: tied)" if cfg.tie_embeddings else ""),
-        "attention": f"q, k, v, o projections: {cfg.n_heads} q heads, {cfg.n_kv_heads} kv heads × {cfg.head_dim}",
+        "attention": f"q, k, v, o projections: {cfg.n_heads} q heads, {_plural(cfg.n_kv_heads, 'kv head')} × "
+                     f"{cfg.head_dim}",
         "mlp": f"{'3 matrices (gated)' if cfg.mlp == 'gated' else '2 matrices'} of d × {cfg.d_ff}",
         "norm": f"{cfg.norm} scales" + (" and shifts" if cfg.norm == "layernorm" else "") + ", 2 per layer + final",
         "lm_head": "tied to wte: no extra parameters" if cfg.tie_embeddings else "untied: its own V × d matrix",
@@ -257,8 +262,8 @@ def memory(args) -> int:
     if data["mode"] == "inference":
         print(f"inference memory, {args.dtype} ({s} B per value), batch {B}, {T:,} tokens per sequence")
         notes = {"weights": f"P × {s} B = {P:,} × {s}",
-                 "kv_cache": f"2·L·KV·HS·T·B × {s} B = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{T}·{B} "
-                             f"× {s}",
+                 "kv_cache": f"2·L·KV·HS·T·B × {s} B = "
+                             f"2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{T}·{B} × {s}",
                  "activations": f"the largest single activation ({data['largest_activation']}); an unfused "
                                 "forward frees each one after use"}
     else:
@@ -375,8 +380,10 @@ def flops(args) -> int:
         return 0
     print(describe(cfg))
     what = {"train": f"one training step on {B} × {T:,} tokens (forward, backward, AdamW)",
-            "prefill": f"prefill of {B} prompts × {T:,} tokens (k, v into the cache; logits of the last row only)",
-            "decode": f"one decode step: {B} new tokens, each attending to {T:,} keys ({T - 1:,} cached)"}
+            "prefill": f"prefill of {_plural(B, 'prompt')} × {_plural(T, 'token')} (k, v into the cache; "
+                       "logits of the last row only)",
+            "decode": f"one decode step: {_plural(B, 'new token')}, each attending to {_plural(T, 'key')} "
+                      f"({T - 1:,} cached)"}
     print(f"FLOPs of {what[args.phase]}; 2 FLOPs per multiply-add")
     cols = list(data["by_phase"])
     total = data["total"]
@@ -434,7 +441,8 @@ def kv(args) -> int:
     print(f"KV cache, {args.dtype} ({s} B per value): K and V, for every layer and every kv head")
     print(f"  per token  2·L·KV·HS·bytes = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{s} = "
           f"{d['bytes_per_token']:,} B ({d['bytes_per_token'] / 2**10:,.1f} KiB)")
-    print(f"  total      × {T:,} tokens × {B} sequences = {d['total']:,} B ({human_bytes(d['total'])})")
+    print(f"  total      × {_plural(T, 'token')} × {_plural(B, 'sequence')} = {d['total']:,} B "
+          f"({human_bytes(d['total'])})")
     if cfg.n_kv_heads != cfg.n_heads:
         print(f"  a calculator that assumes multi-head attention (KV = NH = {cfg.n_heads}) says "
               f"{d['mha_bytes_per_token']:,} B per token: {d['mha_overcount']:.0f}x too much")

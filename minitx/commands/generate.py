@@ -31,7 +31,8 @@ def main(args: argparse.Namespace) -> int:
     from ..data import ByteTokenizer
     from ..decode import stream
 
-    model, meta = load_model(args.checkpoint)
+    loaded = load_model(args.checkpoint)          # (model, optimizer or None, meta)
+    model, meta = loaded[0], loaded[-1]
     if meta.get("tokenizer") != "bytes":
         raise ValueError(f"{args.checkpoint}: tokenizer {meta.get('tokenizer')!r} is not supported "
                          "(minitx generate reads byte-level checkpoints: tokenizer 'bytes')")

@@ -211,8 +211,8 @@ def roofline(args) -> int:
     r = report
     print(f"{cfg.name}: {r['params']:,} parameters, {r['weight_bytes'] / 1e9:.2f} GB of weights in {args.dtype}, "
           f"KV cache {r['kv_bytes_per_token']:,} bytes per token (GB = 1e9 bytes)")
-    print(f"{hw.name}: {hw.peak(rl.hw_dtype(args.dtype)) / 1e12:.1f} TFLOP/s dense {args.dtype}, "
-          f"{hw.bandwidth / 1e9:.0f} GB/s, {hw.memory / 1e9:.0f} GB; ridge {r['ridge']:.1f} FLOP/byte")
+    print(f"{hw.name}: {hw.peak(rl.hw_dtype(args.dtype)) / 1e12:.4g} TFLOP/s dense {args.dtype}, "
+          f"{hw.bandwidth / 1e9:.4g} GB/s, {hw.memory / 1e9:.4g} GB; ridge {r['ridge']:.1f} FLOP/byte")
     print()
     read, gather = r["decode_floor_b1"]["read"], r["decode_floor_b1"]["gather"]
     pre = r["prefill_floor_b1"]
@@ -276,7 +276,8 @@ def _throughput(cfg: Config, hw: hw_mod.Hardware, args) -> tuple[cost_model.Thro
         ttft = rl.prefill_floor(cfg, hw, args.dtype, T, B).time
         # mean over the decode steps: the cache holds T, T+1, ..., T+G-2 tokens (affine: the mean of the ends)
         last = T + max(G - 2, 0)
-        tpot = (rl.decode_floor(cfg, hw, args.dtype, B, T).time + rl.decode_floor(cfg, hw, args.dtype, B, last).time) / 2
+        first_step = rl.decode_floor(cfg, hw, args.dtype, B, T).time
+        tpot = (first_step + rl.decode_floor(cfg, hw, args.dtype, B, last).time) / 2
     thr = cost_model.Throughput.from_step_times(batch=B, decode_step_seconds=tpot, prompt_tokens=T,
                                                 prefill_seconds=ttft)
     pre = thr.prefill_tokens_per_s if args.prefill_tps is None else args.prefill_tps

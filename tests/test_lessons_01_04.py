@@ -1,0 +1,97 @@
+"""Lessons 01-04 run from top to bottom, each in under a minute, and print their key numbers; the numbers are
+checked again here from the lesson's own variables."""
+from __future__ import annotations
+
+import runpy
+import time
+from pathlib import Path
+
+import pytest
+
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+
+
+@pytest.fixture(scope="module")
+def lesson_globals():
+    """Run a lesson from top to bottom in this process (as `python lessons/NN.py` would) and return its namespace,
+    so the tests check its variables, not only its text."""
+    cache: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in cache:
+            start = time.perf_counter()
+            cache[name] = runpy.run_path(str(LESSONS / name), run_name="__main__")
+            seconds = time.perf_counter() - start
+            assert seconds < 60, f"{name} took {seconds:.0f} s; a lesson should run in under a minute"
+        return cache[name]
+    return get
+
+
+def test_lessons_use_only_the_public_api():
+    import minitx
+    for name in ("01_parameters.py", "02_memory.py", "03_compute.py", "04_kv_cache.py"):
+        text = (LESSONS / name).read_text()
+        assert "# %% [markdown]" in text and "\n# %%\n" in text            # jupytext percent cells
+        for line in text.splitlines():
+            if line.startswith(("import minitx", "from minitx")):
+                assert line.startswith("from minitx import ") or line == "import minitx", line
+                if line.startswith("from minitx import "):
+                    for item in line[len("from minitx import "):].split(","):
+                        assert hasattr(minitx, item.strip()), item
+
+
+def test_lesson_01_parameters(lesson_globals, capsys):
+    g = lesson_globals("01_parameters.py")
+    out = capsys.readouterr().out
+    for figure in ("124,439,808", "354,823,168", "774,030,080", "1,557,611,200", "6,738,415,616",
+                   "8,030,261,248", "7,241,732,096", "2,506,172,416", "8,537,680,896", "1,981,884,416",
+                   "3,030,460,416"):
+        assert figure in out
+    assert g["gemma_total"] == 2_506_172_416 and g["gemma_non_embedding"] == 1_981_884_416
+    assert g["gemma_embedding"] == 524_288_000
+    assert g["model"].num_params() == g["by_hand"]
+    assert abs(g["rule_error"]["GPT-2 small"]) < 0.01 and g["rule_error"]["Gemma-2B"] < -0.5
+    assert g["per_layer"]["Gemma-2B"] > 2 * g["per_layer"]["GPT-2 small"]
+
+
+def test_lesson_02_memory(lesson_globals):
+    g = lesson_globals("02_memory.py")
+    assert g["adam_copies"] == 2
+    assert g["saved"] == g["saved_formula"]
+    assert g["largest"] == g["largest_formula"]
+    kept = {L: v[0] for L, v in g["by_depth"].items()}
+    peaks = {L: v[1] for L, v in g["by_depth"].items()}
+    assert kept[8] > 3.5 * kept[2]                          # training memory grows with depth
+    assert abs(peaks[8] / peaks[2] - 1) < 0.02              # inference memory does not
+    assert g["weights_by_dtype"]["bfloat16"] == 13_476_831_232
+    recipes = g["recipes"]
+    assert recipes["mixed precision, 16 B/param"] == 16 * 6_738_415_616
+    assert recipes["Hugging Face, 18 B/param"] == 18 * 6_738_415_616
+    assert recipes["talk: W + 2W (bf16)"] == 3 * 13_476_831_232
+    assert g["train7"] > 5 * g["infer7"]
+
+
+def test_lesson_03_compute(lesson_globals):
+    g = lesson_globals("03_compute.py")
+    assert g["matmul"] == 2 * g["formulas"].matmul_params(g["cfg"]) * g["tokens_n"]
+    assert abs(g["bwd_train"] / g["fwd_train"] - 2) < 0.01
+    assert abs(g["train_fb"] / (3 * g["fwd"]) - 1) < 0.01
+    assert abs(g["train_fb"] / (6 * g["P"] * g["tokens_n"]) - 1) < 0.10
+    per_token = g["per_token"]
+    assert per_token["PaLM / nanoGPT: 6(P − wpe) + 12·L·H·Q·T"] == 855_166_464
+    assert per_token["llm.c: 6P + 6·L·C·T"] == 803_261_952
+    assert abs(g["head"] - 0.271) < 0.002                   # the LM head is 27% of GPT-2 small's forward
+    assert 0.1 < g["attention_share"]["gpt2"] < 0.2
+
+
+def test_lesson_04_kv_cache(lesson_globals):
+    g = lesson_globals("04_kv_cache.py")
+    assert g["cached"] == g["recomputed"]
+    assert g["recompute_count"].flops > 10 * g["cached_count"].flops
+    for t, r in g["ratios"].items():
+        assert t < r < 1.1 * (t + 1)
+    kv16 = g["kv16"]
+    assert kv16["llama-2-7b"] == 524_288 and kv16["llama-3-8b"] == 131_072 and kv16["gemma-2b"] == 18_432
+    assert g["mha_error"]["llama-3-8b"] == 4 and g["mha_error"]["gemma-2b"] == 8
+    assert g["mha_error"]["gemma-7b"] < 1                   # MHA with head_dim = d / heads undercounts Gemma-7B
+    assert g["fits"]["llama-3-8b"][0] > 2 * g["fits"]["llama-2-7b"][0]

@@ -1,0 +1,186 @@
+"""minitx.memory: measured memory against the closed forms, and the training-vs-inference contrast."""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from minitx import AdamW, Config, Transformer
+from minitx.memory import (MemoryReport, largest_activation, measure_inference_peak, measure_saved_activations,
+                           report, saved_arrays)
+
+try:
+    from minitx import formulas
+except ImportError:  # written concurrently; the exact comparisons skip without it
+    formulas = None
+
+GEMMA_TINY = Config(name="tiny-gemma", vocab_size=64, n_ctx=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1,
+                    head_dim=16, d_ff=64, norm="rmsnorm", mlp="gated", activation="gelu_tanh", position="rope",
+                    bias=False, tie_embeddings=True, embed_scale=True, norm_unit_offset=True)
+CONFIGS = [Config.preset("tiny-gpt2"), Config.preset("tiny-llama"), GEMMA_TINY,
+           Config.preset("tiny-gpt2").replace(tie_embeddings=False, name="tiny-gpt2-untied")]
+
+
+def _tokens(cfg: Config, B: int, T: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, cfg.vocab_size, size=(B, T), dtype=np.int64)
+
+
+def _formula(name: str):
+    fn = getattr(formulas, name, None) if formulas is not None else None
+    if fn is None:
+        pytest.skip(f"minitx.formulas.{name} is not available yet")
+    return fn
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("B,T", [(1, 1), (2, 7), (3, 32)])
+def test_saved_activations_match_formula_exactly(cfg, dtype, B, T):
+    saved_activation_bytes = _formula("saved_activation_bytes")
+    model = Transformer(cfg, dtype=dtype)
+    tokens = _tokens(cfg, B, T)
+    assert measure_saved_activations(model, tokens) == saved_activation_bytes(cfg, B, T, dtype, include_loss=True)
+    assert (measure_saved_activations(model, tokens, include_loss=False)
+            == saved_activation_bytes(cfg, B, T, dtype, include_loss=False))
+
+
+def test_reference_config_numbers():
+    """The reference configuration at batch 4, sequence 128, float32 (the figures the benchmarks quote)."""
+    cfg = Config.preset("reference")
+    model = Transformer(cfg)
+    tokens = _tokens(cfg, 4, 128)
+    saved = measure_saved_activations(model, tokens)
+    assert saved == 39_897_088
+    if formulas is not None and hasattr(formulas, "saved_activation_bytes"):
+        assert saved == formulas.saved_activation_bytes(cfg, 4, 128, "float32", include_loss=True)
+    # the largest single array: the MLP's hidden activation (B·T, 4·C) = 512·1024·4 bytes, twice the
+    # attention probabilities (B, NH, T, T) = 4·4·128·128·4 bytes
+    assert largest_activation(model, tokens) == 4 * 128 * 4 * 256 * 4
+
+
+def test_saved_arrays_counts_each_buffer_once_and_skips_constants():
+    cfg = Config.preset("tiny-llama")
+    model = Transformer(cfg)
+    a = np.zeros((4, 6), dtype=np.float32)
+    b = np.ones(5)
+    caches = (a, [a.reshape(6, 4), a[:2], (a.T, {"x": b})], model.params["wte"], model.flat[3:9],
+              model.rope[0], model.rope[1][:2], 1.5, "name", None)
+    kept = saved_arrays(model, caches)
+    assert sorted(x.nbytes for x in kept) == sorted([a.nbytes, b.nbytes])
+    assert not any(np.shares_memory(x, model.flat) for x in kept)
+
+
+def test_no_counted_array_overlaps_another_or_the_parameters():
+    from minitx.memory import _training_caches
+    cfg = Config.preset("tiny-gpt2")
+    model = Transformer(cfg)
+    caches = _training_caches(model, _tokens(cfg, 2, 16))
+    kept = saved_arrays(model, caches)
+    for i, x in enumerate(kept):
+        assert not np.shares_memory(x, model.flat)
+        for y in kept[i + 1:]:
+            assert not np.shares_memory(x, y)
+
+
+def test_largest_activation_matches_formula():
+    activation_sizes = _formula("activation_sizes")
+    for cfg in CONFIGS:
+        model = Transformer(cfg)
+        for B, T in [(2, 5), (3, 32)]:
+            assert largest_activation(model, _tokens(cfg, B, T)) == max(activation_sizes(cfg, B, T).values())
+
+
+DEEP = Config(name="deep-narrow", vocab_size=64, n_ctx=64, d_model=32, n_layers=12, n_heads=4)
+
+
+def test_inference_peak_is_far_below_training_and_does_not_grow_with_depth():
+    B, T = 4, 64
+    tokens = _tokens(DEEP, B, T)
+    deep = Transformer(DEEP)
+    peak = measure_inference_peak(deep, tokens)
+    saved = measure_saved_activations(deep, tokens)
+    # training keeps every layer's arrays; inference a block's worth at most
+    assert saved > 3 * peak, (saved, peak)
+    shallow = Transformer(DEEP.replace(n_layers=2))
+    peak_shallow = measure_inference_peak(shallow, tokens)
+    assert peak < 1.5 * peak_shallow, (peak, peak_shallow)
+    assert measure_saved_activations(deep, tokens) > 4 * measure_saved_activations(shallow, tokens)
+
+
+@pytest.mark.parametrize("cfg", [Config.preset("tiny-gpt2"), Config.preset("tiny-llama")], ids=lambda c: c.name)
+def test_inference_peak_covers_the_largest_activation(cfg):
+    B, T = 3, cfg.n_ctx
+    model = Transformer(cfg)
+    tokens = _tokens(cfg, B, T)
+    peak = measure_inference_peak(model, tokens)
+    s = model.dtype.itemsize
+    logits, probs = B * T * cfg.vocab_size * s, B * cfg.n_heads * T * T * s
+    assert peak >= max(logits, probs)
+    assert peak >= largest_activation(model, tokens)
+
+
+def test_inference_peak_leaves_an_outer_tracemalloc_running():
+    cfg = Config.preset("tiny-gpt2")
+    model = Transformer(cfg)
+    tracemalloc.start()
+    try:
+        assert measure_inference_peak(model, _tokens(cfg, 2, 8)) > 0
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert measure_inference_peak(model, _tokens(cfg, 2, 8)) > 0
+    assert not tracemalloc.is_tracing()
+
+
+def test_report_reference():
+    cfg = Config.preset("tiny-llama")
+    model = Transformer(cfg)
+    opt = AdamW(model)
+    r = report(model, 2, 16, optimizer=opt)
+    assert isinstance(r, MemoryReport)
+    assert r.params == model.flat.nbytes == r.grads
+    assert r.optimizer_state == 2 * r.params and r.optimizer_measured
+    assert r.saved_activations == measure_saved_activations(model, _tokens(cfg, 2, 16))
+    assert 0 < r.largest_activation <= r.inference_peak
+    assert r.kv_cache is None
+    assert r.training_total == r.params + r.grads + r.optimizer_state + r.saved_activations
+    d = r.to_dict()
+    for key in ("params", "grads", "optimizer_state", "saved_activations", "inference_peak", "kv_cache",
+                "training_total", "inference_total", "largest_activation"):
+        assert key in d
+    text = r.table()
+    for word in ("parameters", "gradients", "optimizer state", "saved activations", "inference peak"):
+        assert word in text
+    with pytest.raises(Exception):
+        r.params = 0                                      # frozen
+    if formulas is not None and hasattr(formulas, "saved_activation_bytes"):
+        assert r.predicted["saved_activations"] == r.saved_activations
+        assert r.predicted["params"] == r.params
+
+
+def test_report_without_optimizer_and_with_a_kv_cache():
+    decode = pytest.importorskip("minitx.decode")
+    cfg = Config.preset("tiny-gpt2")
+    model = Transformer(cfg)
+    cache = decode.KVCache(cfg, 2, 24)
+    r = report(model, 2, 8, cache=cache)
+    assert not r.optimizer_measured and r.optimizer_state == 2 * model.flat.nbytes
+    assert r.kv_cache == cache.nbytes == 2 * cfg.n_layers * 2 * cfg.n_kv_heads * 24 * cfg.head_dim * 4
+    assert r.inference_total == r.params + r.inference_peak + r.kv_cache
+    assert "KV cache" in r.table()
+
+
+@pytest.mark.parametrize("B,T", [(0, 4), (2, 0), (2, 33), (True, 4), (2.0, 4)])
+def test_report_rejects_bad_shapes(B, T):
+    model = Transformer(Config.preset("tiny-gpt2"))
+    with pytest.raises(ValueError):
+        report(model, B, T)
+
+
+def test_measure_rejects_bad_tokens():
+    model = Transformer(Config.preset("tiny-gpt2"))
+    with pytest.raises(ValueError):
+        measure_saved_activations(model, np.full((1, 4), 64))
+    with pytest.raises(ValueError):
+        measure_inference_peak(model, np.zeros((1, 40), dtype=np.int64))
