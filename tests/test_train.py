@@ -1,0 +1,194 @@
+"""`minitx train` end to end (a few steps of a tiny model), and the model checkpoint helpers it saves with."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from minitx import AdamW, Config, Transformer
+from minitx.checkpoint import CheckpointError, load, load_model, save, save_model
+from minitx.cli import main
+from minitx.commands.train import lr_at
+
+TINY = ["--preset", "tiny-gpt2", "--batch", "2", "--seq", "16", "--eval-every", "2", "--eval-batches", "1",
+        "--log-every", "1"]
+
+
+def _train(path, *extra) -> int:
+    return main(["train", "--steps", "3", *TINY, "--out", str(path), *extra])
+
+
+def test_train_writes_a_checkpoint_that_loads(tmp_path, capsys):
+    path = tmp_path / "sub" / "m.ckpt"                    # the folder is created
+    assert _train(path) == 0
+    out = capsys.readouterr().out
+    assert "train loss" in out and "val loss" in out and "tok/s" in out and "saved" in out
+    model, opt, meta = load_model(path)
+    assert model.cfg.vocab_size == 256 and model.cfg.n_layers == Config.preset("tiny-gpt2").n_layers
+    assert opt is not None and opt.t == 3 and meta["step"] == 3
+    assert meta["format"] == "minitx-model" and meta["tokenizer"] == "bytes"
+    assert math.isfinite(meta["train_loss"]) and math.isfinite(meta["val_loss"])
+    assert 0 < meta["val_loss"] < 7
+    x = np.arange(16, dtype=np.int64).reshape(1, 16)
+    assert np.all(np.isfinite(model.forward(x)))
+
+
+def test_train_is_reproducible(tmp_path):
+    assert _train(tmp_path / "a.ckpt", "--seed", "3") == 0
+    assert _train(tmp_path / "b.ckpt", "--seed", "3") == 0
+    a, b = load(tmp_path / "a.ckpt")[0], load(tmp_path / "b.ckpt")[0]
+    assert np.array_equal(a["params"], b["params"])
+
+
+def test_train_refuses_to_overwrite(tmp_path, capsys):
+    path = tmp_path / "m.ckpt"
+    path.write_bytes(b"something the user saved")
+    assert _train(path) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert path.read_bytes() == b"something the user saved"
+    assert _train(path, "--overwrite") == 0
+    assert load_model(path)[2]["step"] == 3
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--steps", "0"], "--steps"),
+    (["--batch", "-1"], "--batch"),
+    (["--seq", "0"], "--seq"),
+    (["--seq", "33"], "--seq"),                  # beyond tiny-gpt2's n_ctx = 32
+    (["--eval-every", "0"], "--eval-every"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr=-1e-3"], "--lr"),
+    (["--seed", "-1"], "--seed"),
+    (["--weight-decay", "-0.1"], "--weight-decay"),
+    (["--preset", "no-such-model"], "--preset"),
+])
+def test_bad_values_exit_2_naming_the_flag(tmp_path, capsys, flags, named):
+    path = tmp_path / "m.ckpt"
+    assert main(["train", *TINY, "--steps", "2", "--out", str(path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("flags", [["--steps", "ten"], ["--dtype", "float16"], ["--batch", "1.5"], ["--bogus"]])
+def test_unparseable_flags_exit_2(tmp_path, flags):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(tmp_path / "m.ckpt"), *flags])
+    assert e.value.code == 2
+
+
+def test_out_is_a_directory(tmp_path):
+    assert main(["train", *TINY, "--steps", "1", "--out", str(tmp_path)]) == 2
+
+
+def test_lr_schedule():
+    peak = 1e-3
+    lrs = [lr_at(s, 200, peak) for s in range(200)]
+    assert lrs[0] == pytest.approx(peak / 10)           # 5% warm-up: 10 steps
+    assert max(lrs) == pytest.approx(peak)
+    assert lrs[-1] == pytest.approx(0.1 * peak, rel=1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lr_at(0, 1, peak) == peak
+
+
+# ---- save_model / load_model ---------------------------------------------------------------------------------
+
+def _trained(cfg_name="tiny-llama", dtype="float64", steps=2):
+    cfg = Config.preset(cfg_name)
+    model = Transformer(cfg, seed=1, dtype=dtype)
+    opt = AdamW(model, lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    x = np.random.default_rng(0).integers(0, cfg.vocab_size, size=(2, 9))
+    for _ in range(steps):
+        _, g = model.loss_and_grads(x[:, :-1], x[:, 1:])
+        opt.step(g)
+    return model, opt, x
+
+
+@pytest.mark.parametrize("cfg_name, dtype", [("tiny-llama", "float64"), ("tiny-gpt2", "float32")])
+def test_model_round_trip_is_exact_and_training_continues_identically(tmp_path, cfg_name, dtype):
+    model, opt, x = _trained(cfg_name, dtype)
+    path = tmp_path / "m.ckpt"
+    save_model(path, model, opt, meta={"step": 2, "seed": 1, "tokenizer": "custom"})
+    m2, o2, meta = load_model(path)
+    assert m2.cfg == model.cfg and m2.dtype == model.dtype
+    assert np.array_equal(m2.flat, model.flat)
+    assert np.array_equal(o2.m, opt.m) and np.array_equal(o2.v, opt.v) and o2.t == opt.t == 2
+    assert (o2.lr, o2.betas, o2.eps, o2.weight_decay) == (opt.lr, opt.betas, opt.eps, opt.weight_decay)
+    assert meta["step"] == 2 and meta["seed"] == 1 and meta["tokenizer"] == "custom" and meta["dtype"] == dtype
+    for m, o in ((model, opt), (m2, o2)):
+        _, g = m.loss_and_grads(x[:, :-1], x[:, 1:])
+        o.step(g)
+    assert np.array_equal(m2.flat, model.flat)
+
+
+def test_model_without_optimizer(tmp_path):
+    model, _, _ = _trained()
+    save_model(tmp_path / "m.ckpt", model)
+    m2, opt, meta = load_model(tmp_path / "m.ckpt")
+    assert opt is None and "adam" not in meta and np.array_equal(m2.flat, model.flat)
+    assert set(load(tmp_path / "m.ckpt")[0]) == {"params"}
+
+
+def test_save_model_refusals(tmp_path):
+    model, opt, _ = _trained()
+    path = tmp_path / "m.ckpt"
+    save_model(path, model)
+    with pytest.raises(FileExistsError):
+        save_model(path, model)
+    save_model(path, model, opt, overwrite=True)
+    with pytest.raises(ValueError, match="reserved"):
+        save_model(tmp_path / "x.ckpt", model, meta={"config": {}})
+    other, other_opt, _ = _trained()
+    with pytest.raises(ValueError, match="optimizer"):
+        save_model(tmp_path / "y.ckpt", model, other_opt)
+    with pytest.raises(TypeError):
+        save_model(tmp_path / "z.ckpt", object())
+
+
+def _rewrite(path, tensors=None, **meta_changes):
+    t, meta = load(path)
+    if tensors is not None:
+        t = tensors(t)
+    meta.update(meta_changes)
+    save(path, t, meta, overwrite=True)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: _rewrite(p, format="something-else"),
+    lambda p: _rewrite(p, dtype="float16"),
+    lambda p: _rewrite(p, config={"vocab_size": 0}),
+    lambda p: _rewrite(p, config={"bogus_field": 1}),
+    lambda p: _rewrite(p, config="tiny"),
+    lambda p: _rewrite(p, tensors=lambda t: {**t, "params": t["params"][:-1]}),
+    lambda p: _rewrite(p, tensors=lambda t: {**t, "params": t["params"].astype(np.float32)}),
+    lambda p: _rewrite(p, tensors=lambda t: {**t, "params": np.where(np.arange(t["params"].size) == 5, np.nan,
+                                                                    t["params"])}),
+    lambda p: _rewrite(p, tensors=lambda t: {**t, "adam_v": -np.abs(t["adam_v"]) - 1}),
+    lambda p: _rewrite(p, tensors=lambda t: {**t, "adam_m": np.full_like(t["adam_m"], np.inf)}),
+    lambda p: _rewrite(p, tensors=lambda t: {k: v for k, v in t.items() if k != "adam_v"}),
+    lambda p: _rewrite(p, tensors=lambda t: {**t, "extra": np.zeros(3)}),
+    lambda p: _rewrite(p, adam={"lr": -1.0, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0, "t": 2}),
+    lambda p: _rewrite(p, adam={"lr": 1e-3, "betas": [0.9], "eps": 1e-8, "weight_decay": 0.0, "t": 2}),
+    lambda p: _rewrite(p, adam={"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0, "t": -1}),
+    lambda p: p.write_bytes(p.read_bytes()[:-100]),
+    lambda p: p.write_bytes(b""),
+])
+def test_bad_model_files_raise_checkpoint_error(tmp_path, damage):
+    model, opt, _ = _trained()
+    path = tmp_path / "m.ckpt"
+    save_model(path, model, opt)
+    damage(path)
+    with pytest.raises(CheckpointError):
+        load_model(path)
+
+
+def test_plain_checkpoint_is_not_a_model(tmp_path):
+    save(tmp_path / "p.ckpt", {"params": np.zeros(3)}, {"hello": 1})
+    with pytest.raises(CheckpointError, match="not a model checkpoint"):
+        load_model(tmp_path / "p.ckpt")
+    assert not os.path.exists(tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.ckpt")
