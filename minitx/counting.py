@@ -14,7 +14,8 @@ Each record carries a phase ("forward", "backward", "optimizer", "prefill", "dec
 matches the breakdown in `minitx.formulas`, an op kind, and the bytes read and written per category
 ("weights", "activations", "kv_cache", "gradients", "optimizer_state").
 
-Outside any `count()` block, `record` returns after one truthiness test, so an uncounted model pays nothing.
+Ops ask `counting()` before they work out their cost, so outside any `count()` block an uncounted model does
+no counting work at all beyond that one test per op call.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ OPS = ("matmul", "attention", "softmax", "norm", "activation", "elementwise", "r
 
 
 class Record(NamedTuple):
-    """One op call. `reads`/`writes` are ((category, bytes), ...) pairs (a category may appear more than once)."""
+    """One op call. `reads`/`writes` are ((category, bytes), ...) pairs, one per category."""
     phase: str
     name: str
     op: str
@@ -83,10 +84,18 @@ def record(name: str, op: str, flops: int, macs: int = 0,
     """Called by every op with its cost. Costs nothing measurable when no counter is active."""
     if not _active:
         return
-    rec = Record(_phase[-1], name, op, int(flops), int(macs),
-                 tuple((c, int(n)) for c, n in reads if n), tuple((c, int(n)) for c, n in writes if n))
+    rec = Record(_phase[-1], name, op, int(flops), int(macs), _merge(reads), _merge(writes))
     for counter in _active:
         counter.records.append(rec)
+
+
+def _merge(pairs: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    """((category, bytes), ...) with repeated categories added up and zeros dropped."""
+    totals: dict[str, int] = {}
+    for cat, n in pairs:
+        if n:
+            totals[cat] = totals.get(cat, 0) + int(n)
+    return tuple(totals.items())
 
 
 def counting() -> bool:

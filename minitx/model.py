@@ -229,7 +229,8 @@ class Transformer:
         if B < 1 or T < 1:
             raise ValueError(f"{arg} must be non-empty, got shape {arr.shape}")
         if T > limit:
-            raise ValueError(f"{arg} has T={T} positions; the model's context is n_ctx={self.cfg.n_ctx}")
+            what = f"the model's context is n_ctx={limit}" if max_len is None else f"the limit here is {limit}"
+            raise ValueError(f"{arg} has T={T} positions; {what}")
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= self.cfg.vocab_size:
             bad = lo if lo < 0 else hi
@@ -255,8 +256,9 @@ def _positions(B: int, T: int) -> np.ndarray:
 
 def _select_rows(x: np.ndarray, last: np.ndarray) -> np.ndarray:
     """x (B, T, C), last (B,) -> (B, C): each sequence's row `last[b]` (prefill only needs the newest logits)."""
-    from .counting import nbytes, record
+    from .counting import counting, nbytes, record
     out = x[np.arange(x.shape[0]), last]
-    record("select_last", "layout", 0, reads=(("activations", nbytes(out, last)),),
-           writes=(("activations", nbytes(out)),))
+    if counting():
+        record("select_last", "layout", 0, reads=(("activations", nbytes(out, last)),),
+               writes=(("activations", nbytes(out)),))
     return out

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from . import conventions as cv
-from .counting import nbytes, phase, record
+from .counting import counting, nbytes, phase, record
 from .params import views
 
 
@@ -69,9 +69,11 @@ class AdamW:
         with phase("optimizer"):
             _adamw_step(p, g, self.m, self.v, self.lr, b1, b2, self.eps, self.weight_decay,
                         1.0 - b1 ** self.t, 1.0 - b2 ** self.t)
-            record("adamw", "optimizer", cv.ADAMW * p.size,
-                   reads=(("weights", nbytes(p)), ("gradients", nbytes(g)), ("optimizer_state", nbytes(self.m, self.v))),
-                   writes=(("weights", nbytes(p)), ("optimizer_state", nbytes(self.m, self.v))))
+            if counting():
+                state = nbytes(self.m, self.v)
+                record("adamw", "optimizer", cv.ADAMW * p.size,
+                       reads=(("weights", nbytes(p)), ("gradients", nbytes(g)), ("optimizer_state", state)),
+                       writes=(("weights", nbytes(p)), ("optimizer_state", state)))
 
     def _flat_grads(self, grads) -> np.ndarray:
         flat = getattr(self.model, "grad_flat", None)

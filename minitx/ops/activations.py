@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from .. import conventions as cv
-from ..counting import nbytes, record
+from ..counting import counting, nbytes, record
 
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
@@ -102,7 +102,8 @@ def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray,
         out = np.empty((N, F2 // 2), dtype=u.dtype)
         _gated_fwd(u, out, kind == "geglu")
         flops = (cv.GEGLU_FWD if kind == "geglu" else cv.SWIGLU_FWD) * out.size
-    record(name, "activation", flops, reads=(("activations", nbytes(u)),), writes=(("activations", nbytes(out)),))
+    if counting():
+        record(name, "activation", flops, reads=(("activations", nbytes(u)),), writes=(("activations", nbytes(out)),))
     return out, ActCache(u, kind)
 
 
@@ -116,6 +117,7 @@ def activation_backward(dout: np.ndarray, cache: ActCache, name: str) -> np.ndar
     else:
         _gated_bwd(dout, u, du, cache.kind == "geglu")
         flops = (cv.GEGLU_BWD if cache.kind == "geglu" else cv.SWIGLU_BWD) * dout.size
-    record(name, "activation", flops, reads=(("activations", nbytes(dout, u)),),
-           writes=(("activations", nbytes(du)),))
+    if counting():
+        record(name, "activation", flops, reads=(("activations", nbytes(dout, u)),),
+               writes=(("activations", nbytes(du)),))
     return du

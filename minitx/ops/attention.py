@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from .. import conventions as cv
-from ..counting import nbytes, record
+from ..counting import counting, nbytes, record
 
 
 class SplitCache(NamedTuple):
@@ -43,7 +43,6 @@ class SoftmaxCache(NamedTuple):
     probs: np.ndarray            # (B, NH, T, S)
     pos: np.ndarray              # (B, T)
     scale: float
-    visible: int                 # how many (query, key) entries the loops visited
 
 
 class MixCache(NamedTuple):
@@ -121,9 +120,10 @@ def split_forward(qkv: np.ndarray, pos: np.ndarray, n_heads: int, n_kv_heads: in
     kv_written = 2 * B * T * n_kv_heads * HS * qkv.itemsize
     flops = cv.ROPE * B * T * (n_heads + n_kv_heads) * HS if rope else 0
     tables = 2 * B * T * (HS // 2) * qkv.itemsize if rope else 0   # one cos row and one sin row per token
-    record(name, "rope" if rope else "layout", flops,
-           reads=(("activations", nbytes(qkv, pos)), ("weights", tables)),
-           writes=(("activations", nbytes(q)), (kv_category, kv_written)))
+    if counting():
+        record(name, "rope" if rope else "layout", flops,
+               reads=(("activations", nbytes(qkv, pos)), ("weights", tables)),
+               writes=(("activations", nbytes(q)), (kv_category, kv_written)))
     return q, SplitCache(pos, cos, sin, n_heads, n_kv_heads)
 
 
@@ -137,9 +137,10 @@ def split_backward(dq: np.ndarray, dk: np.ndarray, dv: np.ndarray, cache: SplitC
     _split_bwd(dq, dk, dv, cache.pos, cache.cos if rope else empty, cache.sin if rope else empty, dqkv)
     flops = cv.ROPE * B * T * (NH + KV) * HS if rope else 0
     tables = 2 * B * T * (HS // 2) * dq.itemsize if rope else 0
-    record(name, "rope" if rope else "layout", flops,
-           reads=(("activations", nbytes(dq, dk, dv, cache.pos)), ("weights", tables)),
-           writes=(("activations", nbytes(dqkv)),))
+    if counting():
+        record(name, "rope" if rope else "layout", flops,
+               reads=(("activations", nbytes(dq, dk, dv, cache.pos)), ("weights", tables)),
+               writes=(("activations", nbytes(dqkv)),))
     return dqkv
 
 
@@ -158,8 +159,9 @@ def scores_forward(q: np.ndarray, k: np.ndarray, name: str,
     KV, S = k.shape[1], k.shape[2]
     scores = np.matmul(_grouped(q, KV), k.transpose(0, 1, 3, 2)).reshape(B, NH, T, S)
     macs = B * NH * T * S * HS
-    record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(q)), (kv_category, nbytes(k))),
-           writes=(("activations", nbytes(scores)),))
+    if counting():
+        record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(q)), (kv_category, nbytes(k))),
+               writes=(("activations", nbytes(scores)),))
     return scores, ScoresCache(q, k)
 
 
@@ -172,8 +174,9 @@ def scores_backward(dscores: np.ndarray, cache: ScoresCache, name: str) -> tuple
     dq = np.matmul(ds, k).reshape(B, NH, T, HS)             # (B, KV, G·T, S) @ (B, KV, S, HS)
     dk = np.matmul(ds.transpose(0, 1, 3, 2), _grouped(q, KV))  # (B, KV, S, G·T) @ (B, KV, G·T, HS): sums the group
     macs = 2 * B * NH * T * S * HS
-    record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(dscores, q, k)),),
-           writes=(("activations", nbytes(dq, dk)),))
+    if counting():
+        record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(dscores, q, k)),),
+               writes=(("activations", nbytes(dq, dk)),))
     return dq, dk
 
 
@@ -232,22 +235,23 @@ def softmax_forward(scores: np.ndarray, pos: np.ndarray, scale: float,
     B, NH, T, S = scores.shape
     probs = np.empty_like(scores)
     _softmax_fwd(scores, pos, scale, probs)
-    visible = _visible(pos, NH, S)
-    per_entry, per_row = cv.SOFTMAX_FWD
-    record(name, "softmax", per_entry * visible + per_row * B * NH * T,
-           reads=(("activations", nbytes(scores, pos)),), writes=(("activations", nbytes(probs)),))
-    return probs, SoftmaxCache(probs, pos, scale, visible)
+    if counting():
+        per_entry, per_row = cv.SOFTMAX_FWD
+        record(name, "softmax", per_entry * _visible(pos, NH, S) + per_row * B * NH * T,
+               reads=(("activations", nbytes(scores, pos)),), writes=(("activations", nbytes(probs)),))
+    return probs, SoftmaxCache(probs, pos, scale)
 
 
 def softmax_backward(dprobs: np.ndarray, cache: SoftmaxCache, name: str) -> np.ndarray:
     """dprobs (B, NH, T, S) -> dscores (B, NH, T, S)."""
     dscores = np.empty_like(dprobs)
     _softmax_bwd(dprobs, cache.probs, cache.pos, cache.scale, dscores)
-    per_entry, per_row = cv.SOFTMAX_BWD
-    B, NH, T, _ = dprobs.shape
-    record(name, "softmax", per_entry * cache.visible + per_row * B * NH * T,
-           reads=(("activations", nbytes(dprobs, cache.probs, cache.pos)),),
-           writes=(("activations", nbytes(dscores)),))
+    if counting():
+        B, NH, T, S = dprobs.shape
+        per_entry, per_row = cv.SOFTMAX_BWD
+        record(name, "softmax", per_entry * _visible(cache.pos, NH, S) + per_row * B * NH * T,
+               reads=(("activations", nbytes(dprobs, cache.probs, cache.pos)),),
+               writes=(("activations", nbytes(dscores)),))
     return dscores
 
 
@@ -260,8 +264,9 @@ def mix_forward(probs: np.ndarray, v: np.ndarray, name: str,
     KV, HS = v.shape[1], v.shape[3]
     out = np.matmul(_grouped(probs, KV), v).reshape(B, NH, T, HS)
     macs = B * NH * T * S * HS
-    record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(probs)), (kv_category, nbytes(v))),
-           writes=(("activations", nbytes(out)),))
+    if counting():
+        record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(probs)), (kv_category, nbytes(v))),
+               writes=(("activations", nbytes(out)),))
     return out, MixCache(probs, v)
 
 
@@ -274,8 +279,9 @@ def mix_backward(dout: np.ndarray, cache: MixCache, name: str) -> tuple[np.ndarr
     dprobs = np.matmul(d, v.transpose(0, 1, 3, 2)).reshape(B, NH, T, S)
     dv = np.matmul(_grouped(probs, KV).transpose(0, 1, 3, 2), d)     # (B, KV, S, G·T) @ (B, KV, G·T, HS)
     macs = 2 * B * NH * T * S * HS
-    record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(dout, probs, v)),),
-           writes=(("activations", nbytes(dprobs, dv)),))
+    if counting():
+        record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(dout, probs, v)),),
+               writes=(("activations", nbytes(dprobs, dv)),))
     return dprobs, dv
 
 
@@ -285,7 +291,8 @@ def merge_forward(o: np.ndarray, name: str) -> np.ndarray:
     """(B, NH, T, HS) -> (B, T, NH·HS): a copy, because the output projection wants each token's heads adjacent."""
     B, NH, T, HS = o.shape
     out = np.ascontiguousarray(o.transpose(0, 2, 1, 3)).reshape(B, T, NH * HS)
-    record(name, "layout", 0, reads=(("activations", nbytes(o)),), writes=(("activations", nbytes(out)),))
+    if counting():
+        record(name, "layout", 0, reads=(("activations", nbytes(o)),), writes=(("activations", nbytes(out)),))
     return out
 
 
@@ -293,7 +300,8 @@ def merge_backward(dout: np.ndarray, n_heads: int, name: str) -> np.ndarray:
     """(B, T, NH·HS) -> (B, NH, T, HS)."""
     B, T, D = dout.shape
     d = np.ascontiguousarray(dout.reshape(B, T, n_heads, D // n_heads).transpose(0, 2, 1, 3))
-    record(name, "layout", 0, reads=(("activations", nbytes(dout)),), writes=(("activations", nbytes(d)),))
+    if counting():
+        record(name, "layout", 0, reads=(("activations", nbytes(dout)),), writes=(("activations", nbytes(d)),))
     return d
 
 

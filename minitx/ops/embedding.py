@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from .. import conventions as cv
-from ..counting import nbytes, record
+from ..counting import counting, nbytes, record
 
 
 class EmbedCache(NamedTuple):
@@ -74,9 +74,10 @@ def embedding_forward(tokens: np.ndarray, pos: np.ndarray | None, wte: np.ndarra
     rows = B * T * C * wte.itemsize                        # one row of C per selected token
     ids = nbytes(tokens) + (nbytes(pos) if wpe is not None else 0)
     extra = (wpe is not None) + (scale is not None)        # learned-position add, Gemma scale
-    record(name, "embedding", cv.ELEMENTWISE * extra * out.size,
-           reads=(("activations", ids), ("weights", rows * (1 + (wpe is not None)))),
-           writes=(("activations", nbytes(out)),))
+    if counting():
+        record(name, "embedding", cv.ELEMENTWISE * extra * out.size,
+               reads=(("activations", ids), ("weights", rows * (1 + (wpe is not None)))),
+               writes=(("activations", nbytes(out)),))
     return out, EmbedCache(tokens, pos if wpe is not None else None, scale)
 
 
@@ -102,5 +103,6 @@ def embedding_backward(dout: np.ndarray, cache: EmbedCache, dwte: np.ndarray, dw
     rows = B * T * C * dout.itemsize
     flops = cv.ELEMENTWISE * dout.size * (tables + (cache.scale is not None))
     ids = nbytes(cache.tokens) + (nbytes(cache.pos) if has_pos else 0)
-    record(name, "embedding", flops, reads=(("activations", nbytes(dout) + ids), ("gradients", rows * tables)),
-           writes=(("gradients", rows * tables + zeroed),))
+    if counting():
+        record(name, "embedding", flops, reads=(("activations", nbytes(dout) + ids), ("gradients", rows * tables)),
+               writes=(("gradients", rows * tables + zeroed),))

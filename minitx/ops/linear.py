@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import conventions as cv
-from ..counting import nbytes, record
+from ..counting import counting, nbytes, record
 
 
 class LinearCache(NamedTuple):
@@ -37,8 +37,9 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, name: str
     macs = N * K * M
     flops = 2 * macs + (cv.ELEMENTWISE * N * M if b is not None else 0)
     weights = nbytes(w) + (nbytes(b) if b is not None else 0)
-    record(name, "matmul", flops, macs, reads=(("activations", nbytes(x)), ("weights", weights)),
-           writes=(("activations", nbytes(out)),))
+    if counting():
+        record(name, "matmul", flops, macs, reads=(("activations", nbytes(x)), ("weights", weights)),
+               writes=(("activations", nbytes(out)),))
     return out, LinearCache(x, w, b is not None, transposed)
 
 
@@ -59,16 +60,18 @@ def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np
     macs = 2 * N * K * M
     flops = 2 * macs + (cv.ELEMENTWISE * N * M if cache.has_bias else 0)
     grads = nbytes(dw) + (nbytes(db) if cache.has_bias else 0)
-    record(name, "matmul", flops, macs, reads=(("activations", nbytes(dout, x)), ("weights", nbytes(w))),
-           writes=(("activations", nbytes(dx)), ("gradients", grads)))
+    if counting():
+        record(name, "matmul", flops, macs, reads=(("activations", nbytes(dout, x)), ("weights", nbytes(w))),
+               writes=(("activations", nbytes(dx)), ("gradients", grads)))
     return dx
 
 
 def residual_forward(x: np.ndarray, fx: np.ndarray, name: str) -> np.ndarray:
     """(N, C) + (N, C) -> (N, C)."""
     out = x + fx
-    record(name, "elementwise", cv.ELEMENTWISE * out.size, reads=(("activations", nbytes(x, fx)),),
-           writes=(("activations", nbytes(out)),))
+    if counting():
+        record(name, "elementwise", cv.ELEMENTWISE * out.size, reads=(("activations", nbytes(x, fx)),),
+               writes=(("activations", nbytes(out)),))
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from .. import conventions as cv
-from ..counting import nbytes, record
+from ..counting import counting, nbytes, record
 
 
 class NormCache(NamedTuple):
@@ -133,8 +133,9 @@ def norm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, kind: str, 
         weights = nbytes(w)
     flops = N * (per_elem * C + per_row) + (cv.NORM_UNIT_OFFSET * C if unit_offset else 0)
     saved_stats = nbytes(rstd) + (nbytes(mean) if mean is not None else 0)
-    record(name, "norm", flops, reads=(("activations", nbytes(x)), ("weights", weights)),
-           writes=(("activations", nbytes(out) + saved_stats),))
+    if counting():
+        record(name, "norm", flops, reads=(("activations", nbytes(x)), ("weights", weights)),
+               writes=(("activations", nbytes(out) + saved_stats),))
     return out, NormCache(x, w_eff, mean, rstd, kind, unit_offset)
 
 
@@ -158,6 +159,7 @@ def norm_backward(dout: np.ndarray, cache: NormCache, dw: np.ndarray, db: np.nda
     if dresidual is not None:
         flops += cv.RESIDUAL_GRAD_ADD * N * C
     acts_read = nbytes(dout, x) + stats + (nbytes(dresidual) if dresidual is not None else 0)
-    record(name, "norm", flops, reads=(("activations", acts_read), ("weights", nbytes(cache.w_eff))),
-           writes=(("activations", nbytes(dx)), ("gradients", grads)))
+    if counting():
+        record(name, "norm", flops, reads=(("activations", acts_read), ("weights", nbytes(cache.w_eff))),
+               writes=(("activations", nbytes(dx)), ("gradients", grads)))
     return dx
