@@ -128,7 +128,10 @@ def largest_activation(model: Transformer, tokens) -> int:
     whose shapes the caches record: each linear layer's output (N, M) (the qkv output is the only one larger
     than a kept array in some configurations) and the raw scores (B, NH, T, S), as large as the probabilities.
     """
-    caches, loss_cache = _training_caches(model, tokens)
+    return _largest(model, *_training_caches(model, tokens))
+
+
+def _largest(model: Transformer, caches, loss_cache) -> int:
     sizes = [a.nbytes for a in saved_arrays(model, (caches, loss_cache))]
     emb, layer_caches, lnf, head = caches
     for lc in layer_caches:
@@ -306,8 +309,10 @@ def report(model: Transformer, B: int, T: int, optimizer=None, cache=None, seed:
         kv_bytes = int(nb() if callable(nb) else nb)
         if all(hasattr(cache, a) for a in ("batch", "max_len", "dtype")):
             kv_shape = (int(cache.batch), int(cache.max_len), np.dtype(cache.dtype).name)
-    saved = measure_saved_activations(model, tokens)
-    largest = largest_activation(model, tokens)
+    caches, loss_cache = _training_caches(model, tokens)
+    saved = int(sum(a.nbytes for a in saved_arrays(model, (caches, loss_cache))))   # measure_saved_activations
+    largest = _largest(model, caches, loss_cache)
+    del caches, loss_cache
     gc.collect()
     peak = measure_inference_peak(model, tokens)
     predicted = _predicted(model.cfg, B, T, model.dtype.name, kv_shape)

@@ -126,7 +126,7 @@ class Transformer:
                                    "embed")
         layer_caches = []
         for l in range(cfg.n_layers):
-            x, lc = self._block_forward(l, x, pos, kv)
+            x, lc = self._block_forward(l, x, pos, kv, keep)
             if keep:
                 layer_caches.append(lc)
         B, T, C = x.shape
@@ -139,40 +139,56 @@ class Transformer:
         logits = logits.reshape(B, cfg.vocab_size) if last is not None else logits.reshape(B, T, cfg.vocab_size)
         return logits, ((emb, layer_caches, lnf, head) if keep else None)
 
-    def _block_forward(self, l: int, x: np.ndarray, pos: np.ndarray, kv):
+    def _block_forward(self, l: int, x: np.ndarray, pos: np.ndarray, kv, keep: bool):
+        """x (B, T, C) -> (B, T, C), and the layer's caches when `keep`.
+
+        Each op returns (out, cache); `kept` holds on to the cache only when training. For inference nothing is
+        held, and each name is reused as soon as its array has been read, so an intermediate is freed the
+        moment the next op is done with it: inference keeps a few arrays alive at a time, training all of them.
+        """
         cfg, P, n = self.cfg, self.params, f"layers.{l}"
         B, T, C = x.shape
+        caches: list = []
+
+        def kept(result):
+            out, cache = result
+            if keep:
+                caches.append(cache)
+            return out
+
         x = x.reshape(B * T, C)
         kv_cat = "kv_cache" if kv is not None else "activations"
-        # attention block
-        h, ln_1 = norm_forward(x, P[f"{n}.ln_1.w"], P.get(f"{n}.ln_1.b"), cfg.norm, cfg.norm_eps,
-                               cfg.norm_unit_offset, f"{n}.ln_1")
-        qkv, qkv_c = linear_forward(h, P[f"{n}.attn.qkv.w"], P.get(f"{n}.attn.qkv.b"), f"{n}.attn.qkv")
         if kv is None:
             k_dst = np.empty((B, cfg.n_kv_heads, T, cfg.head_dim), dtype=self.dtype)
             v_dst = np.empty_like(k_dst)
         else:
             k_dst, v_dst = kv.k[l], kv.v[l]
+        S = T if kv is None else int(pos.max()) + 1            # keys in use: the longest sequence so far
         cos, sin = self.rope
-        q, split = split_forward(qkv.reshape(B, T, -1), pos, cfg.n_heads, cfg.n_kv_heads, cos, sin, k_dst, v_dst,
-                                 f"{n}.attn.rope" if cos is not None else f"{n}.attn.split", kv_cat)
-        S = T if kv is None else int(pos.max()) + 1           # keys in use: the longest sequence so far
-        k, v = k_dst[:, :, :S], v_dst[:, :, :S]
-        s, scores = scores_forward(q, k, f"{n}.attn.scores", kv_cat)
-        p, softmax = softmax_forward(s, pos, self.attn_scale, f"{n}.attn.softmax")
-        o, mix = mix_forward(p, v, f"{n}.attn.mix", kv_cat)
-        a = merge_forward(o, f"{n}.attn.merge")
-        y, proj = linear_forward(a.reshape(B * T, -1), P[f"{n}.attn.proj.w"], P.get(f"{n}.attn.proj.b"),
-                                 f"{n}.attn.proj")
-        x = residual_forward(x, y, f"{n}.attn.residual")
+        # attention block: h is the current intermediate, its shape in the comment
+        h = kept(norm_forward(x, P[f"{n}.ln_1.w"], P.get(f"{n}.ln_1.b"), cfg.norm, cfg.norm_eps,
+                              cfg.norm_unit_offset, f"{n}.ln_1"))                            # (N, C)
+        h = kept(linear_forward(h, P[f"{n}.attn.qkv.w"], P.get(f"{n}.attn.qkv.b"), f"{n}.attn.qkv"))  # (N, QKV)
+        q = kept(split_forward(h.reshape(B, T, -1), pos, cfg.n_heads, cfg.n_kv_heads, cos, sin, k_dst, v_dst,
+                               f"{n}.attn.rope" if cos is not None else f"{n}.attn.split", kv_cat))  # (B, NH, T, HS)
+        k, v = k_dst[:, :, :S], v_dst[:, :, :S]                                              # (B, KV, S, HS)
+        h = kept(scores_forward(q, k, f"{n}.attn.scores", kv_cat))                          # (B, NH, T, S)
+        del q, k
+        h = kept(softmax_forward(h, pos, self.attn_scale, f"{n}.attn.softmax"))             # (B, NH, T, S)
+        h = kept(mix_forward(h, v, f"{n}.attn.mix", kv_cat))                                # (B, NH, T, HS)
+        del v, k_dst, v_dst
+        h = merge_forward(h, f"{n}.attn.merge")                                             # (B, T, NH·HS)
+        h = kept(linear_forward(h.reshape(B * T, -1), P[f"{n}.attn.proj.w"], P.get(f"{n}.attn.proj.b"),
+                                f"{n}.attn.proj"))                                          # (N, C)
+        x = residual_forward(x, h, f"{n}.attn.residual")
         # MLP block
-        h, ln_2 = norm_forward(x, P[f"{n}.ln_2.w"], P.get(f"{n}.ln_2.b"), cfg.norm, cfg.norm_eps,
-                               cfg.norm_unit_offset, f"{n}.ln_2")
-        u, up = linear_forward(h, P[f"{n}.mlp.up.w"], P.get(f"{n}.mlp.up.b"), f"{n}.mlp.up")
-        m, act = activation_forward(u, self.activation_kind, f"{n}.mlp.act")
-        d, down = linear_forward(m, P[f"{n}.mlp.down.w"], P.get(f"{n}.mlp.down.b"), f"{n}.mlp.down")
-        x = residual_forward(x, d, f"{n}.mlp.residual")
-        return x.reshape(B, T, C), LayerCaches(ln_1, qkv_c, split, scores, softmax, mix, proj, ln_2, up, act, down)
+        h = kept(norm_forward(x, P[f"{n}.ln_2.w"], P.get(f"{n}.ln_2.b"), cfg.norm, cfg.norm_eps,
+                              cfg.norm_unit_offset, f"{n}.ln_2"))                            # (N, C)
+        h = kept(linear_forward(h, P[f"{n}.mlp.up.w"], P.get(f"{n}.mlp.up.b"), f"{n}.mlp.up"))    # (N, F or 2F)
+        h = kept(activation_forward(h, self.activation_kind, f"{n}.mlp.act"))                # (N, F)
+        h = kept(linear_forward(h, P[f"{n}.mlp.down.w"], P.get(f"{n}.mlp.down.b"), f"{n}.mlp.down"))  # (N, C)
+        x = residual_forward(x, h, f"{n}.mlp.residual")
+        return x.reshape(B, T, C), (LayerCaches(*caches) if keep else None)
 
     @property
     def activation_kind(self) -> str:

@@ -100,8 +100,8 @@ def test_inference_peak_is_far_below_training_and_does_not_grow_with_depth():
     deep = Transformer(DEEP)
     peak = measure_inference_peak(deep, tokens)
     saved = measure_saved_activations(deep, tokens)
-    # training keeps every layer's arrays; inference a block's worth at most
-    assert saved > 3 * peak, (saved, peak)
+    # training keeps every layer's arrays; inference frees each one once the next op has read it
+    assert saved > 8 * peak, (saved, peak)
     shallow = Transformer(DEEP.replace(n_layers=2))
     peak_shallow = measure_inference_peak(shallow, tokens)
     assert peak < 1.5 * peak_shallow, (peak, peak_shallow)
@@ -116,8 +116,11 @@ def test_inference_peak_covers_the_largest_activation(cfg):
     peak = measure_inference_peak(model, tokens)
     s = model.dtype.itemsize
     logits, probs = B * T * cfg.vocab_size * s, B * cfg.n_heads * T * T * s
+    largest = largest_activation(model, tokens)
     assert peak >= max(logits, probs)
-    assert peak >= largest_activation(model, tokens)
+    assert peak >= largest
+    # "inference needs only about the largest activation": a few arrays alive at a time, whatever the depth
+    assert peak <= 4 * largest, (peak, largest)
 
 
 def test_inference_peak_leaves_an_outer_tracemalloc_running():
