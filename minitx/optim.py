@@ -18,7 +18,7 @@ from .counting import counting, nbytes, phase, record
 from .params import views
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _adamw_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     # Scalars are cast to the parameters' dtype so that a float32 model updates in float32 arithmetic (as
     # PyTorch does), which the compiler can vectorise; mixing in float64 scalars would not.

@@ -28,7 +28,7 @@ from ..config import PRESETS, Config
 from ..data import VOCAB_SIZE, Batches, ByteTokenizer, get_batch, load_corpus, split
 from ..model import DTYPES
 
-DEFAULTS = dict(steps=200, preset="small-llama", batch=16, seq=64, lr=3e-3, seed=0, out="runs/minitx.ckpt",
+DEFAULTS = dict(steps=200, preset="small-llama", batch=8, seq=64, lr=3e-3, seed=0, out="runs/minitx.ckpt",
                 eval_every=50, log_every=10, eval_batches=8, dtype="float32", weight_decay=0.0)
 VAL_FRACTION = 0.1
 BETAS = (0.9, 0.95)   # a shorter second-moment memory than Adam's 0.999, as GPT-style training runs use

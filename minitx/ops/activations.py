@@ -4,12 +4,15 @@ GELU   y = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
 SwiGLU y = silu(gate)·up,  silu(g) = g / (1 + e^(−g))
 GeGLU  y = gelu(gate)·up
 
-The kernels use the identity 0.5·(1 + tanh(z)) = 1 / (1 + e^(−2z)) = σ(2z): the same function, but one exp is
-several times cheaper than a libm tanh, and there is no cancellation near z = 0. So gelu(x) = x·σ(2z) and
-gelu'(x) = σ + 2k·x·σ(1 − σ)(1 + 3c·x²), with z = k(x + c·x³).
-
 The gated forms take one (N, 2F) array laid out [gate | up] (one matmul produced both) and return (N, F).
 Saves for backward: the input (recomputing tanh/exp is cheaper than storing its result).
+
+Speed: these loops touch every element of the MLP's widest activation, forward and backward, so they are a
+large share of a training step. They run in the model's dtype (float32 arithmetic for a float32 model; Python's
+float constants would silently promote every step to float64), and a float32 model
+evaluates tanh with a rational approximation (Eigen's, accurate to a few float32 ulps) that the compiler can
+vectorise, where a call into libm's tanh cannot be. float64 models (gradient checks) use the exact np.tanh.
+By the convention, a tanh is 1 FLOP however it is evaluated.
 """
 from __future__ import annotations
 
@@ -31,76 +34,102 @@ class ActCache(NamedTuple):
     kind: str       # "gelu_tanh", "swiglu", "geglu"
 
 
-@njit(cache=True, inline="always")
-def _gelu_sigma(x):
-    """σ(2z) = 0.5·(1 + tanh z), z = k(x + c·x³): 4 + 4 FLOPs."""
-    u = x * x * x * GELU_C + x
-    return 1.0 / (1.0 + np.exp(u * (-2.0 * GELU_K)))
+@njit(cache=True, error_model="numpy", inline="always")
+def _tanh(z, approx):
+    """tanh(z): exact (libm) or, for float32, Eigen's 13/6 rational approximation on the clamped input."""
+    if not approx:
+        return np.tanh(z)
+    f = type(z)
+    z = min(max(z, f(-7.90531110763549805)), f(7.90531110763549805))
+    z2 = z * z
+    p = z2 * f(-2.76076847742355e-16) + f(2.00018790482477e-13)
+    p = p * z2 + f(-8.60467152213735e-11)
+    p = p * z2 + f(5.12229709037114e-08)
+    p = p * z2 + f(1.48572235717979e-05)
+    p = p * z2 + f(6.37261928875436e-04)
+    p = p * z2 + f(4.89352455891786e-03)
+    q = z2 * f(1.19825839466702e-06) + f(1.18534705686654e-04)
+    q = q * z2 + f(2.26843463243900e-03)
+    q = q * z2 + f(4.89352518554385e-03)
+    return z * p / q
 
 
-@njit(cache=True, inline="always")
-def _gelu_and_grad(x):
-    s = _gelu_sigma(x)
-    grad = s + (2.0 * GELU_K) * (x * s) * (1.0 - s) * (1.0 + (3.0 * GELU_C) * (x * x))
-    return x * s, grad
+@njit(cache=True, error_model="numpy", inline="always")
+def _gelu(x, approx):
+    """gelu(x) and gelu'(x). With t = tanh(k(x + c·x³)): gelu = 0.5·x·(1 + t) and
+    gelu' = 0.5·(1 + t) + 0.5·k·x·(1 − t²)·(1 + 3c·x²)."""
+    f = type(x)
+    t = _tanh(f(GELU_K) * (x * x * x * f(GELU_C) + x), approx)
+    half_1pt = f(0.5) * (f(1.0) + t)
+    sech2 = f(1.0) - t * t
+    grad = half_1pt + x * f(0.5 * GELU_K) * sech2 * (f(1.0) + f(3.0 * GELU_C) * (x * x))
+    return x * half_1pt, grad
 
 
-@njit(cache=True)
-def _gelu_fwd(u, out):
-    flat_u, flat_o = u.reshape(-1), out.reshape(-1)
-    for i in range(flat_u.size):
-        x = flat_u[i]
-        flat_o[i] = x * _gelu_sigma(x)
+@njit(cache=True, error_model="numpy", inline="always")
+def _silu(g):
+    """silu(g) = g·σ(g) and silu'(g) = σ(1 + g(1 − σ))."""
+    f = type(g)
+    sig = f(1.0) / (f(1.0) + np.exp(-g))
+    return g * sig, sig * (f(1.0) + g * (f(1.0) - sig))
 
 
-@njit(cache=True)
-def _gelu_bwd(dout, u, du):
-    flat_d, flat_u, flat_g = dout.reshape(-1), u.reshape(-1), du.reshape(-1)
-    for i in range(flat_u.size):
-        _, grad = _gelu_and_grad(flat_u[i])
-        flat_g[i] = flat_d[i] * grad
+@njit(cache=True, error_model="numpy")
+def _gelu_fwd(u, out, approx):
+    N, F = u.shape
+    for i in range(N):
+        for j in range(F):
+            x = u[i, j]
+            t = _tanh(type(x)(GELU_K) * (x * x * x * type(x)(GELU_C) + x), approx)
+            out[i, j] = type(x)(0.5) * x * (type(x)(1.0) + t)
 
 
-@njit(cache=True)
-def _gated_fwd(u, out, use_gelu):
+@njit(cache=True, error_model="numpy")
+def _gelu_bwd(dout, u, du, approx):
+    N, F = u.shape
+    for i in range(N):
+        for j in range(F):
+            _, grad = _gelu(u[i, j], approx)
+            du[i, j] = dout[i, j] * grad
+
+
+@njit(cache=True, error_model="numpy")
+def _gated_fwd(u, out, use_gelu, approx):
     N, F = out.shape
     for i in range(N):
         for j in range(F):
             g, up = u[i, j], u[i, F + j]
             if use_gelu:
-                a = g * _gelu_sigma(g)
+                t = _tanh(type(g)(GELU_K) * (g * g * g * type(g)(GELU_C) + g), approx)
+                a = type(g)(0.5) * g * (type(g)(1.0) + t)
             else:
-                a = g / (1.0 + np.exp(-g))
+                a = g / (type(g)(1.0) + np.exp(-g))
             out[i, j] = a * up
 
 
-@njit(cache=True)
-def _gated_bwd(dout, u, du, use_gelu):
+@njit(cache=True, error_model="numpy")
+def _gated_bwd(dout, u, du, use_gelu, approx):
     # Forward: y = act(g)·up. So dup = dy·act(g) and dg = dy·up·act'(g).
     N, F = dout.shape
     for i in range(N):
         for j in range(F):
             g, up, dy = u[i, j], u[i, F + j], dout[i, j]
-            if use_gelu:
-                a, da = _gelu_and_grad(g)
-            else:
-                sig = 1.0 / (1.0 + np.exp(-g))
-                a = g * sig
-                da = sig * (1.0 + g * (1.0 - sig))
+            a, da = _gelu(g, approx) if use_gelu else _silu(g)
             du[i, F + j] = dy * a
             du[i, j] = dy * up * da
 
 
 def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray, ActCache]:
     """gelu_tanh: (N, F) -> (N, F); swiglu/geglu: (N, 2F) [gate | up] -> (N, F)."""
+    approx = u.dtype == np.float32
     if kind == "gelu_tanh":
         out = np.empty_like(u)
-        _gelu_fwd(u, out)
+        _gelu_fwd(u, out, approx)
         flops = cv.GELU_FWD * out.size
     else:
         N, F2 = u.shape
         out = np.empty((N, F2 // 2), dtype=u.dtype)
-        _gated_fwd(u, out, kind == "geglu")
+        _gated_fwd(u, out, kind == "geglu", approx)
         flops = (cv.GEGLU_FWD if kind == "geglu" else cv.SWIGLU_FWD) * out.size
     if counting():
         record(name, "activation", flops, reads=(("activations", nbytes(u)),), writes=(("activations", nbytes(out)),))
@@ -111,11 +140,12 @@ def activation_backward(dout: np.ndarray, cache: ActCache, name: str) -> np.ndar
     """dout (N, F) -> du, shaped like the forward's input."""
     u = cache.u
     du = np.empty_like(u)
+    approx = u.dtype == np.float32
     if cache.kind == "gelu_tanh":
-        _gelu_bwd(dout, u, du)
+        _gelu_bwd(dout, u, du, approx)
         flops = cv.GELU_BWD * dout.size
     else:
-        _gated_bwd(dout, u, du, cache.kind == "geglu")
+        _gated_bwd(dout, u, du, cache.kind == "geglu", approx)
         flops = (cv.GEGLU_BWD if cache.kind == "geglu" else cv.SWIGLU_BWD) * dout.size
     if counting():
         record(name, "activation", flops, reads=(("activations", nbytes(dout, u)),),

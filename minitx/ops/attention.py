@@ -52,7 +52,7 @@ class MixCache(NamedTuple):
 
 # ---- split heads (+ RoPE) ------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _split_fwd(qkv, pos, cos, sin, NH, KV, q, k_dst, v_dst):
     B, T, _ = qkv.shape
     HS = q.shape[3]
@@ -79,7 +79,7 @@ def _split_fwd(qkv, pos, cos, sin, NH, KV, q, k_dst, v_dst):
                     v_dst[b, h, p, j] = qkv[b, t, vbase + h * HS + j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _split_bwd(dq, dk, dv, pos, cos, sin, dqkv):
     # The forward rotated (x1, x2) by +angle; the gradient rotates (dy1, dy2) back by -angle.
     B, NH, T, HS = dq.shape
@@ -182,7 +182,7 @@ def scores_backward(dscores: np.ndarray, cache: ScoresCache, name: str) -> tuple
 
 # ---- causal softmax ------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_fwd(scores, pos, scale, probs):
     B, NH, T, S = scores.shape
     for b in range(B):
@@ -205,7 +205,7 @@ def _softmax_fwd(scores, pos, scale, probs):
                     out[j] = 0.0                    # masked: exactly zero weight, not a tiny one
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_bwd(dprobs, probs, pos, scale, dscores):
     # Forward: p_j = exp(a_j) / Σ exp(a), a_j = scale·s_j. So ds_j = scale · p_j (dp_j − Σ_k p_k dp_k).
     B, NH, T, S = probs.shape

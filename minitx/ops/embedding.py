@@ -24,7 +24,7 @@ class EmbedCache(NamedTuple):
     scale: float | None
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _embed_fwd(tokens, pos, wte, wpe, scale, out):
     B, T = tokens.shape
     C = wte.shape[1]
@@ -47,7 +47,7 @@ def _embed_fwd(tokens, pos, wte, wpe, scale, out):
                 out[b, t, :] = row
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _embed_bwd(dout, tokens, pos, dwte, dwpe, scale):
     B, T, C = dout.shape
     use_pos = dwpe.shape[0] > 0

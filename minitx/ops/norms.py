@@ -28,7 +28,7 @@ class NormCache(NamedTuple):
 
 # ---- LayerNorm kernels ---------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _layernorm_fwd(x, w, b, eps, out, mean, rstd):
     N, C = x.shape
     for i in range(N):
@@ -48,7 +48,7 @@ def _layernorm_fwd(x, w, b, eps, out, mean, rstd):
         rstd[i] = r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _layernorm_bwd(dout, x, w, mean, rstd, dres, dx, dw, db):
     # In the forward pass: norm = (x - mean) * rstd; y = norm * w + b. So dnorm = dout * w, and pushing dnorm
     # through the normalisation gives dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)).
@@ -79,7 +79,7 @@ def _layernorm_bwd(dout, x, w, mean, rstd, dres, dx, dw, db):
 
 # ---- RMSNorm kernels -----------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rmsnorm_fwd(x, w, eps, out, rstd):
     N, C = x.shape
     for i in range(N):
@@ -92,7 +92,7 @@ def _rmsnorm_fwd(x, w, eps, out, rstd):
         rstd[i] = r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rmsnorm_bwd(dout, x, w, rstd, dres, dx, dw):
     # Forward: y = x * r * w with r = (mean(x²) + eps)^(-1/2). Since dr/dx_j = -r³ x_j / C,
     # dx = r * (w * dout - norm * r * s / C) with norm = x * r and s = Σ_c dout·w·x.
