@@ -1,24 +1,23 @@
 """minitx: a minimal transformer whose every kernel counts its FLOPs and bytes as it runs.
 
-Public API: Config, Transformer, AdamW, KVCache, generate, count, load_hf, export_hf, formulas, hardware.
+The public API (what the lessons and the command line use):
+
+    Config, Transformer, AdamW          the model: configuration, forward/backward, optimizer
+    KVCache, generate                   KV-cached inference: prefill, decode, sampling
+    count                               `with minitx.count() as c:` collects what every op did
+    load_hf, export_hf, hf_config       the Hugging Face layouts of GPT-2, Llama, Mistral, Gemma
+    formulas, conventions               the closed forms, and the counting conventions they share with the ops
+    memory                              measured memory: saved activations, inference peak, one report
+    hardware, roofline, cost, plots     GPUs and this machine, the roofline model, self-hosting economics
 """
+from . import conventions, cost, formulas, hardware, memory, plots, roofline
 from .config import Config
 from .counting import count
+from .decode import KVCache, generate
+from .hf import export_hf, hf_config, load_hf
 from .model import Transformer
-
-__version__ = "0.1.0"
-__all__ = ["Config", "Transformer", "count"]
 from .optim import AdamW
 
-__all__ += ["AdamW"]
-from .decode import KVCache, generate
-__all__ += ["KVCache", "generate"]
-from .hf import export_hf, hf_config, load_hf
-
-__all__ += ["load_hf", "export_hf", "hf_config"]
-from . import cost, formulas, hardware, plots, roofline
-
-__all__ += ["cost", "formulas", "hardware", "plots", "roofline"]
-from . import conventions, memory
-
-__all__ += ["conventions", "memory"]
+__version__ = "0.1.0"
+__all__ = ["Config", "Transformer", "AdamW", "KVCache", "generate", "count", "load_hf", "export_hf",
+           "hf_config", "conventions", "cost", "formulas", "hardware", "memory", "plots", "roofline"]

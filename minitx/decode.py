@@ -29,11 +29,9 @@ import numpy as np
 
 from .config import Config
 from .counting import phase
+from .model import resolve_dtype
 
 __all__ = ["KVCache", "prefill", "decode", "generate", "stream", "generate_recompute"]
-
-DTYPES = ("float32", "float64")
-
 
 # ---- the cache -----------------------------------------------------------------------------------------------
 
@@ -52,14 +50,8 @@ class KVCache:
                 raise ValueError(f"KVCache {arg}={value!r} must be a positive integer")
         if max_len > cfg.n_ctx:
             raise ValueError(f"KVCache max_len={max_len} exceeds the model's context n_ctx={cfg.n_ctx}")
-        try:
-            ok = np.dtype(dtype).name in DTYPES
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"KVCache dtype={dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
         self.cfg = cfg
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, "KVCache dtype")
         L, KV, HS = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
         # One buffer, (K or V, layer, B, KV, S, HS): nbytes is exactly 2·L·B·KV·S·HS·itemsize, nothing hidden.
         self.buffer = np.zeros((2, L, int(batch), KV, int(max_len), HS), dtype=self.dtype)

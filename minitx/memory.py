@@ -191,7 +191,7 @@ class MemoryReport:
     largest_activation: int          # the largest single array a forward produces
     kv_cache: int | None = None      # cache.nbytes when a KVCache was given
     optimizer_measured: bool = False  # False: optimizer_state is what AdamW(model) would allocate (2 × params)
-    predicted: dict | None = field(default=None, compare=False)  # minitx.formulas' numbers, when available
+    predicted: dict | None = field(default=None, compare=False)  # minitx.formulas' numbers for the same
 
     @property
     def training_total(self) -> int:
@@ -238,39 +238,17 @@ class MemoryReport:
         return "\n".join(lines)
 
 
-def _predicted(cfg, B: int, T: int, dtype: str, kv: tuple | None) -> dict | None:
-    """The closed forms of minitx.formulas for the same quantities, if that module provides them."""
-    try:
-        from . import formulas as F
-    except ImportError:
-        return None
-    out: dict[str, int] = {}
-    for key, fn, args, kw in (
-            ("params", "param_bytes", (cfg, dtype), {}),
-            ("grads", "grad_bytes", (cfg, dtype), {}),
-            ("optimizer_state", "adam_state_bytes", (cfg, dtype), {}),
-            ("saved_activations", "saved_activation_bytes", (cfg, B, T, dtype), {"include_loss": True})):
-        f = getattr(F, fn, None)
-        if f is not None:
-            try:
-                out[key] = int(f(*args, **kw))
-            except Exception:   # a formula that does not accept these arguments: leave the column empty
-                pass
-    if all(k in out for k in ("params", "grads", "optimizer_state", "saved_activations")):
-        out["training_total"] = out["params"] + out["grads"] + out["optimizer_state"] + out["saved_activations"]
-    sizes = getattr(F, "activation_sizes", None)
-    if sizes is not None:
-        try:
-            out["largest_activation"] = int(max(sizes(cfg, B, T, dtype).values()))
-        except Exception:
-            pass
-    kv_fn = getattr(F, "kv_cache_bytes", None)
-    if kv_fn is not None and kv is not None:
-        try:
-            out["kv_cache"] = int(kv_fn(cfg, *kv))
-        except Exception:
-            pass
-    return out or None
+def _predicted(cfg, B: int, T: int, dtype: str, kv: tuple | None) -> dict:
+    """The closed forms of minitx.formulas for the same quantities, to print beside the measurements."""
+    from . import formulas as F
+    out = {"params": F.param_bytes(cfg, dtype), "grads": F.grad_bytes(cfg, dtype),
+           "optimizer_state": F.adam_state_bytes(cfg, dtype),
+           "saved_activations": F.saved_activation_bytes(cfg, B, T, dtype, include_loss=True),
+           "largest_activation": max(F.activation_sizes(cfg, B, T, dtype).values())}
+    out["training_total"] = out["params"] + out["grads"] + out["optimizer_state"] + out["saved_activations"]
+    if kv is not None:
+        out["kv_cache"] = F.kv_cache_bytes(cfg, *kv)
+    return out
 
 
 def _positive_int(name: str, value) -> int:

@@ -59,14 +59,8 @@ class Transformer:
     def __init__(self, cfg: Config, seed: int = 0, dtype: str = "float32"):
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a minitx.Config, got {type(cfg).__name__}")
-        try:
-            ok = dtype is not None and np.dtype(dtype).name in DTYPES   # np.dtype(None) would be float64
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"dtype={dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
         self.cfg = cfg
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, "dtype")
         self.table = param_table(cfg)
         self.flat = np.zeros(sum(s.size for s in self.table), dtype=self.dtype)
         self.params = views(self.flat, self.table)
@@ -263,6 +257,17 @@ class Transformer:
         """One new token per sequence, (B,) or (B, 1) -> logits (B, V); each sequence's cache grows by one."""
         from .decode import decode
         return decode(self, tokens, cache)
+
+
+def resolve_dtype(dtype, arg: str) -> np.dtype:
+    """The numpy dtype for a model or cache: float32 or float64, else a ValueError naming `arg`."""
+    try:
+        ok = dtype is not None and np.dtype(dtype).name in DTYPES   # np.dtype(None) would be float64
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{arg}={dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+    return np.dtype(dtype)
 
 
 def _positions(B: int, T: int) -> np.ndarray:

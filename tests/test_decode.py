@@ -28,10 +28,7 @@ from minitx import Config, KVCache, Transformer, count, generate
 from minitx.decode import _CachedSteps, _RecomputeSteps, _Sampler, generate_recompute, stream
 from strategies import configs
 
-try:
-    from minitx import formulas
-except ImportError:                                     # written concurrently; the count tests skip without it
-    formulas = None
+from minitx import formulas, hf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GPT2 = Config(name="dec-gpt2", vocab_size=37, n_ctx=24, d_model=16, n_layers=2, n_heads=4)
@@ -77,8 +74,7 @@ def test_kvcache_layout_and_nbytes():
     assert cache.lengths.dtype == np.int64 and cache.lengths.tolist() == [0, 0, 0]
     assert cache.nbytes == 2 * L * KV * HS * 10 * 3 * 8
     assert KVCache(GPT2, 1, GPT2.n_ctx).nbytes == 2 * 2 * 4 * 4 * 24 * 1 * 4          # float32 by default
-    if formulas is not None and hasattr(formulas, "kv_cache_bytes"):
-        assert cache.nbytes == formulas.kv_cache_bytes(LLAMA, 3, 10, "float64")
+    assert cache.nbytes == formulas.kv_cache_bytes(LLAMA, 3, 10, "float64")
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [
@@ -187,10 +183,7 @@ FIXTURES = ["gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny"]
 
 
 def load_fixture(name):
-    hf = pytest.importorskip("minitx.hf", reason="minitx.hf (the HF loader) is not written yet")
     path = os.path.join(HERE, "fixtures", f"{name}.npz")
-    if not os.path.exists(path):
-        pytest.skip(f"{path} is missing")
     f = np.load(path, allow_pickle=False)
     model = hf.load_hf(json.loads(str(f["config_json"])), {k[6:]: f[k] for k in f.files if k.startswith("param/")})
     prompts = [f["gen_prompt_0"], f["gen_prompt_1"]]
@@ -233,12 +226,6 @@ def assert_counts_equal(counter, costs, what):
         assert got[n] == want[n], f"{what}: {n}: counted {got[n]} != formula {want[n]}"
 
 
-def needs_formulas(*names):
-    missing = [n for n in names if formulas is None or not hasattr(formulas, n)]
-    return pytest.mark.skipif(bool(missing), reason=f"minitx.formulas lacks {missing} (written concurrently)")
-
-
-@needs_formulas("prefill", "decode_step", "recompute_step")
 @settings(max_examples=12)
 @given(cfg=configs(family="any"), data=st.data())
 def test_counts_equal_formulas_prefill_and_decode_steps(cfg, data):
@@ -265,7 +252,6 @@ def test_counts_equal_formulas_prefill_and_decode_steps(cfg, data):
         assert c.bytes_by_category("written")["kv_cache"] == 2 * L * KV * HS * 1 * B * s
 
 
-@needs_formulas("decode_step", "recompute_step")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_counts_equal_formulas_recompute_step_and_weights_independent_of_batch(family):
     cfg = FAMILIES[family]
@@ -473,8 +459,6 @@ def test_cli_generate_streams_text(monkeypatch, capsys):
 
 def test_cli_generate_from_a_saved_checkpoint(tmp_path, capsys):
     from minitx import checkpoint, cli
-    if not hasattr(checkpoint, "save_model"):
-        pytest.skip("minitx.checkpoint.save_model is not written yet")
     cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
     model = random_model(cfg, "float32")
     path = str(tmp_path / "m.ckpt")

@@ -10,10 +10,7 @@ from minitx import AdamW, Config, Transformer
 from minitx.memory import (MemoryReport, largest_activation, measure_inference_peak, measure_saved_activations,
                            report, saved_arrays)
 
-try:
-    from minitx import formulas
-except ImportError:  # written concurrently; the exact comparisons skip without it
-    formulas = None
+from minitx import formulas
 
 GEMMA_TINY = Config(name="tiny-gemma", vocab_size=64, n_ctx=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1,
                     head_dim=16, d_ff=64, norm="rmsnorm", mlp="gated", activation="gelu_tanh", position="rope",
@@ -27,10 +24,7 @@ def _tokens(cfg: Config, B: int, T: int, seed: int = 0) -> np.ndarray:
 
 
 def _formula(name: str):
-    fn = getattr(formulas, name, None) if formulas is not None else None
-    if fn is None:
-        pytest.skip(f"minitx.formulas.{name} is not available yet")
-    return fn
+    return getattr(formulas, name)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
@@ -157,13 +151,12 @@ def test_report_reference():
         assert word in text
     with pytest.raises(Exception):
         r.params = 0                                      # frozen
-    if formulas is not None and hasattr(formulas, "saved_activation_bytes"):
-        assert r.predicted["saved_activations"] == r.saved_activations
-        assert r.predicted["params"] == r.params
+    assert r.predicted["saved_activations"] == r.saved_activations
+    assert r.predicted["params"] == r.params
 
 
 def test_report_without_optimizer_and_with_a_kv_cache():
-    decode = pytest.importorskip("minitx.decode")
+    from minitx import decode
     cfg = Config.preset("tiny-gpt2")
     model = Transformer(cfg)
     cache = decode.KVCache(cfg, 2, 24)
