@@ -19,7 +19,7 @@
 # %%
 import numpy as np
 
-from minitx import Config, KVCache, Transformer, count, formulas, hardware, roofline
+from minitx import Config, KVCache, Transformer, count, formulas, hardware, measured, roofline, serving
 
 # %% [markdown]
 # ## 1. The same matmul, two shapes
@@ -92,13 +92,13 @@ print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e
 # %% [markdown]
 # ## 3. Predicted against measured, here
 #
-# `roofline.analyze` places every counted op on this machine's roofline. `roofline.measure_inference`
+# `roofline.analyze` places every counted op on this machine's roofline. `measured.measure_inference`
 # does the whole experiment. It times the prefill and the decode steps of the real model (best of a few
 # runs, after a warm-up). It times each op by the gap between successive counter records. Then it sets
 # both against the roofline of the ops' own counts.
 
 # %%
-measured = roofline.measure_inference(model, cpu, batch=1, prompt=T, steps=16, repeats=3)
+measured = measured.measure_inference(model, cpu, batch=1, prompt=T, steps=16, repeats=3)
 print(measured.table())
 decode = measured.phases["decode"]
 prefill = measured.phases["prefill"]
@@ -166,8 +166,8 @@ for with_embedding in (True, False):
 # max(compute, memory), summed.
 
 # %%
-pre = roofline.prefill_roofline(c, h100, "bf16", batch=1, prompt=1000)
-dec = roofline.decode_roofline(c, h100, "bf16", batch=1, context=1000)
+pre = serving.prefill_roofline(c, h100, "bf16", batch=1, prompt=1000)
+dec = serving.decode_roofline(c, h100, "bf16", batch=1, context=1000)
 print(pre.table("op"))
 print()
 print(dec.table("op"))

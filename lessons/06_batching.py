@@ -15,7 +15,7 @@
 # Units: ms = 1e-3 s; GB = 1e9 bytes; tokens/s summed over the batch unless it says "per user".
 
 # %%
-from minitx import Config, formulas, hardware, roofline
+from minitx import Config, formulas, hardware, measured, roofline, serving
 
 cfg = Config.preset("llama-3-8b")
 h100 = hardware.get("h100-sxm")
@@ -30,7 +30,7 @@ h100 = hardware.get("h100-sxm")
 # %%
 print(f"{'B':>5} {'matmul FLOP/B':>14} {'≈ B':>6} {'step ms':>9} {'tokens/s':>10} {'matmuls':>9}")
 for B in (1, 8, 32, 64, 128, 256, 512, 1024):
-    step = roofline.decode_roofline(cfg, h100, "bf16", batch=B, context=0)
+    step = serving.decode_roofline(cfg, h100, "bf16", batch=B, context=0)
     mm = step.by_op()["matmul"]
     print(f"{B:>5} {mm.intensity:>14.1f} {B:>6} {step.time * 1e3:>9.3f} {B / step.time:>10,.0f} {mm.bound:>9}")
 
@@ -96,8 +96,8 @@ print(f"critical batch {crit.from_ops}: at 8k context the memory runs out first"
 # * **latency** = TTFT + TPOT · (tokens − 1). The first token comes out of the prefill.
 
 # %%
-points = roofline.sweep(cfg, h100, "bf16", batches=[1, 8, 32, 64, 128, 256], prompt=1000, gen=200)
-print(roofline.sweep_table(points))
+points = serving.sweep(cfg, h100, "bf16", batches=[1, 8, 32, 64, 128, 256], prompt=1000, gen=200)
+print(serving.sweep_table(points))
 
 # %% [markdown]
 # Throughput rises about 70× from B = 1 to B = 256. Each user's speed (tokens/s per user) falls about 4×,
@@ -113,7 +113,7 @@ print(roofline.sweep_table(points))
 # %%
 cpu = hardware.get("this-machine")      # measured once per process: about 2 seconds
 small = Config.preset("small-gpt2")
-measured = roofline.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=2)
+measured = measured.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=2)
 print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.1f} GB/s, "
       f"ridge {cpu.ridge('fp32'):.1f} FLOP/B")
 print(f"{'B':>4} {'FLOP/B':>7} {'roofline ms':>12} {'measured ms':>12} {'roofline tok/s':>15} "

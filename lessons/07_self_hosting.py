@@ -16,7 +16,7 @@
 # and $1.50 per million output tokens. Money in US dollars; "per M" = per million tokens.
 
 # %%
-from minitx import Config, cost, hardware, roofline
+from minitx import Config, cost, hardware, measured, roofline, serving
 
 cfg = Config.preset("llama-3-8b")
 h100 = hardware.get("h100-sxm")
@@ -52,7 +52,7 @@ print(f"B=256 would need {need / 1e9:.1f} GB (weights + KV cache) of the H100's 
 # each phase (op-by-op roofline, batch 32, prompts of 1,000 tokens, 200 new tokens):
 
 # %%
-point = roofline.serving_point(cfg, h100, "bf16", batch=32, prompt=1000, gen=200)
+point = serving.serving_point(cfg, h100, "bf16", batch=32, prompt=1000, gen=200)
 throughput = cost.Throughput.from_step_times(batch=32, decode_step_seconds=point.tpot, prompt_tokens=1000,
                                              prefill_seconds=point.ttft)
 usd_in = cost.cost_per_million_tokens(GPU_PER_HOUR, throughput.prefill_tokens_per_s)
@@ -82,7 +82,7 @@ print(f"{'workload':<29} {'mode':<12} {'self $/request':>15} {'API $/request':>1
 verdicts = {}
 for wname, (prompt, gen) in WORKLOADS.items():
     for mname, (B, busy) in MODES.items():
-        p = roofline.serving_point(cfg, h100, "bf16", batch=B, prompt=prompt, gen=gen)
+        p = serving.serving_point(cfg, h100, "bf16", batch=B, prompt=prompt, gen=gen)
         thr = cost.Throughput.from_step_times(batch=B, decode_step_seconds=p.tpot, prompt_tokens=prompt,
                                               prefill_seconds=p.ttft)
         c = cost.compare(GPU_PER_HOUR, thr, cost.Workload(prompt, gen), API, utilization=busy)
@@ -103,7 +103,7 @@ for wname, (prompt, gen) in WORKLOADS.items():
 # The same chat workload, async batch mode, as the GPU's busy fraction falls:
 
 # %%
-p = roofline.serving_point(cfg, h100, "bf16", batch=64, prompt=500, gen=500)
+p = serving.serving_point(cfg, h100, "bf16", batch=64, prompt=500, gen=500)
 thr = cost.Throughput.from_step_times(batch=64, decode_step_seconds=p.tpot, prompt_tokens=500,
                                       prefill_seconds=p.ttft)
 for busy in (1.0, 0.5, 0.1, 0.02):
@@ -120,7 +120,7 @@ for busy in (1.0, 0.5, 0.1, 0.02):
 
 # %%
 cpu = hardware.get("this-machine")      # measured once per process: about 2 seconds
-m = roofline.measure_inference("small-gpt2", cpu, batch=8, prompt=32, steps=8, repeats=3)
+m = measured.measure_inference("small-gpt2", cpu, batch=8, prompt=32, steps=8, repeats=3)
 CPU_PER_HOUR = 0.05
 print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.1f} GB/s (measured)")
 for ph, tokens in (("prefill", 8 * 32), ("decode", 8)):

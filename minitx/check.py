@@ -334,7 +334,6 @@ def _exact_claims(run: Run) -> list[Claim]:
 
 def _compute_claims(run: Run) -> list[Claim]:
     cfg, name = run.cfg, run.cfg.name
-    P = run.model.num_params()
     tokens = BATCH * SEQ
     fwd = run.infer.flops
     attention = F.attention_flops_palm(cfg, SEQ) * tokens

@@ -6,8 +6,8 @@ Charts are built on matplotlib's object API (`matplotlib.figure.Figure`), so not
 pyplot backend: pass `path` to save a PNG, or show the returned Figure in a notebook.
 
     roofline_chart({"prefill B=1": rl1, "decode B=64": rl2}, "roofline.png")
-    batch_sweep_chart(roofline.sweep(cfg, "h100", "bf16", [1, 8, 64, 256]), "sweep.png")
-    predicted_vs_measured_chart(roofline.measure_inference("reference"), "measured.png")
+    batch_sweep_chart(serving.sweep(cfg, "h100", "bf16", [1, 8, 64, 256]), "sweep.png")
+    predicted_vs_measured_chart(measured.measure_inference("reference"), "measured.png")
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def roofline_chart(rooflines: Mapping[str, Any], path: str | None = None, by: st
 def draw_batch_sweep(ax, points, label: str = "") -> None:
     """Tokens/s over the batch (left axis) and per-user time per output token (right axis) against batch size.
 
-    `points`: ServingPoints (roofline.sweep) or MeasuredPoints (roofline.measure_decode_sweep: measured solid,
+    `points`: ServingPoints (serving.sweep) or MeasuredPoints (measured.measure_decode_sweep: measured solid,
     predicted dashed)."""
     batches = [p.batch for p in points]
     measured = hasattr(points[0], "measured") if points else False

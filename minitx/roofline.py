@@ -27,8 +27,8 @@ The classic whole-step forms, each with its assumptions in its docstring:
     critical_batch  the batch where decode turns compute-bound: bf16 weights give intensity ≈ B, so ≈ the ridge
     max_batch       the largest batch whose KV cache fits in memory next to the weights
 
-Serving (TTFT, TPOT, tokens/s) for real models, from the formulas: `serving_point`, `sweep`. The same on this
-CPU, measured against the measured machine: `measure_inference`, `measure_decode_sweep`.
+Serving (TTFT, TPOT, tokens/s as batch size grows) builds on this in `minitx.serving`; the same predictions set
+against timings on this CPU are in `minitx.measured`.
 
 Units: seconds, bytes, FLOPs; GB = 1e9 bytes. dtype names: "bf16"/"bfloat16", "fp16"/"float16", "fp32"/"float32",
 "int8" (int8 weights, KV and int8 OPs: the chip's int8 peak).
@@ -36,8 +36,7 @@ Units: seconds, bytes, FLOPs; GB = 1e9 bytes. dtype names: "bf16"/"bfloat16", "f
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -70,7 +69,7 @@ def hw_dtype(dtype: Any) -> str:
     return _HW_DTYPE[dtype_name(dtype)]
 
 
-def _positive_int(name: str, value: Any, lowest: int = 1) -> int:
+def positive_int(name: str, value: Any, lowest: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
         raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
     return int(value)
@@ -109,7 +108,7 @@ class OpTime:
         return COMPUTE if self.t_compute > self.t_memory else MEMORY
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "bytes": self.bytes, "intensity": _finite(self.intensity), "time": self.time,
+        return {**asdict(self), "bytes": self.bytes, "intensity": finite_or_none(self.intensity), "time": self.time,
                 "bound": self.bound}
 
 
@@ -139,7 +138,7 @@ class Group:
         return COMPUTE if self.compute_share > 0.5 else MEMORY
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "intensity": _finite(self.intensity), "compute_share": self.compute_share,
+        return {**asdict(self), "intensity": finite_or_none(self.intensity), "compute_share": self.compute_share,
                 "bound": self.bound}
 
 
@@ -274,7 +273,7 @@ def analyze(costs: Any, hardware: "str | Hardware", dtype: Any = "bf16", phase: 
     return Roofline(hw, key, peak, bandwidth, tuple(ops))
 
 
-def _finite(x: float) -> float | None:
+def finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
@@ -345,8 +344,8 @@ def decode_floor(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", b
     """
     hw = get_hardware(hardware)
     name = dtype_name(dtype)
-    B = _positive_int("batch", batch)
-    S = _positive_int("context", context, 0)
+    B = positive_int("batch", batch)
+    S = positive_int("context", context, 0)
     if embedding not in EMBEDDING_CONVENTIONS:
         raise ValueError(f"embedding={embedding!r} must be one of {EMBEDDING_CONVENTIONS}")
     s = formulas.itemsize(name)
@@ -405,8 +404,8 @@ def prefill_floor(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", 
     """
     hw = get_hardware(hardware)
     name = dtype_name(dtype)
-    B = _positive_int("batch", batch)
-    T = _positive_int("tokens", tokens)
+    B = positive_int("batch", batch)
+    T = positive_int("tokens", tokens)
     if attention not in ATTENTION_CONVENTIONS:
         raise ValueError(f"attention={attention!r} must be one of {ATTENTION_CONVENTIONS}")
     P = formulas.num_params(cfg)
@@ -477,351 +476,8 @@ def max_batch(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", cont
     weights: floor((memory − P·itemsize) / (context · KV bytes per token)). 0 if the weights alone don't fit."""
     hw = get_hardware(hardware)
     name = dtype_name(dtype)
-    S = _positive_int("context", context)
+    S = positive_int("context", context)
     free = hw.memory - formulas.param_bytes(cfg, name)
     if free < 0:
         return 0
     return int(free // formulas.kv_cache_bytes(cfg, 1, S, name))
-
-
-# ==============================================================================================================
-# Serving a real model: TTFT, TPOT, throughput, from the formulas' op costs
-
-@dataclass(frozen=True)
-class ServingPoint:
-    """One batch size. `batch` requests with `prompt` tokens each arrive together; each gets `gen` new tokens.
-
-    ttft      prefill of the whole batch: the first new token comes out of the prefill's logits
-    tpot      mean decode step over the gen − 1 steps that follow (one token per sequence per step)
-    latency   ttft + tpot · (gen − 1): Databricks' TTFT + TPOT × tokens, with the first token in the TTFT
-    """
-    batch: int
-    prompt: int
-    gen: int
-    ttft: float
-    tpot: float
-    prefill_intensity: float
-    prefill_bound: str
-    decode_intensity: float       # of the mean decode step, whole step (weights, KV, activations)
-    decode_bound: str
-    memory_bytes: int             # weights + KV cache at prompt + gen tokens
-    fits: bool                    # memory_bytes <= the chip's memory
-
-    @property
-    def latency(self) -> float:
-        return self.ttft + self.tpot * (self.gen - 1)
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Decode throughput over the whole batch: B tokens per step."""
-        return self.batch / self.tpot
-
-    @property
-    def tokens_per_s_per_user(self) -> float:
-        return 1.0 / self.tpot
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.batch * self.prompt / self.ttft
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "latency": self.latency, "tokens_per_s": self.tokens_per_s,
-                "tokens_per_s_per_user": self.tokens_per_s_per_user,
-                "prefill_tokens_per_s": self.prefill_tokens_per_s}
-
-
-def prefill_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, prompt: int) -> Roofline:
-    """formulas.prefill(cfg, B, T) on the roofline."""
-    return analyze(formulas.prefill(cfg, batch, prompt, dtype_name(dtype)), hardware, dtype, phase="prefill")
-
-
-def decode_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, context: int) -> Roofline:
-    """formulas.decode_step(cfg, B, t=context) on the roofline: one step with `context` tokens cached."""
-    return analyze(formulas.decode_step(cfg, batch, context, dtype_name(dtype)), hardware, dtype, phase="decode")
-
-
-def decode_steps(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, first: int,
-                 steps: int) -> tuple[float, float]:
-    """(mean step time, mean step intensity) over decode steps with first, first+1, ..., first+steps-1 tokens
-    cached: exact, without building every step. Each op's FLOPs and bytes are affine in the cache length (the
-    scores, softmax and mix grow by one key per step), so two steps give every other; the per-op max is then
-    taken step by step."""
-    steps = _positive_int("steps", steps)
-    a = decode_roofline(cfg, hardware, dtype, batch, first)
-    if steps == 1:
-        return a.time, a.intensity
-    b = decode_roofline(cfg, hardware, dtype, batch, first + steps - 1)
-    k = np.arange(steps)[:, None] / (steps - 1)                      # (steps, 1) from 0 to 1
-    tc = np.array([o.t_compute for o in a.ops]) * (1 - k) + np.array([o.t_compute for o in b.ops]) * k
-    tm = np.array([o.t_memory for o in a.ops]) * (1 - k) + np.array([o.t_memory for o in b.ops]) * k
-    mean_time = float(np.maximum(tc, tm).sum(axis=1).mean())
-    return mean_time, (a.flops + b.flops) / (a.bytes + b.bytes)      # mean FLOPs / mean bytes
-
-
-def serving_point(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batch: int = 1,
-                  prompt: int = 1000, gen: int = 200) -> ServingPoint:
-    """TTFT, TPOT and throughput for one batch size, predicted op by op from the formulas (see ServingPoint)."""
-    hw = get_hardware(hardware)
-    B = _positive_int("batch", batch)
-    T = _positive_int("prompt", prompt)
-    G = _positive_int("gen", gen)
-    if T + G > cfg.n_ctx:
-        raise ValueError(f"prompt + gen = {T + G} tokens exceeds {cfg.name}'s context n_ctx={cfg.n_ctx}")
-    pre = prefill_roofline(cfg, hw, dtype, B, T)
-    tpot, decode_ai = decode_steps(cfg, hw, dtype, B, T, max(G - 1, 1))
-    dec_mid = decode_roofline(cfg, hw, dtype, B, T + max(G - 2, 0) // 2)
-    mem = memory_needed(cfg, dtype, B, T + G)
-    return ServingPoint(B, T, G, pre.time, tpot, pre.intensity, pre.total().bound, decode_ai,
-                        dec_mid.total().bound, mem, mem <= hw.memory)
-
-
-def sweep(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batches: Iterable[int] = (1, 8, 64),
-          prompt: int = 1000, gen: int = 200) -> list[ServingPoint]:
-    """serving_point for each batch size."""
-    return [serving_point(cfg, hardware, dtype, b, prompt, gen) for b in batches]
-
-
-def sweep_table(points: list[ServingPoint]) -> str:
-    head = (f"{'batch':>6} {'TTFT ms':>10} {'TPOT ms':>9} {'latency s':>10} {'tok/s':>10} {'tok/s/user':>11} "
-            f"{'dec FLOP/B':>10} {'decode':>8} {'memory GB':>10} {'fits':>5}")
-    lines = ["(TTFT = prefill of the whole batch; TPOT = mean decode step; latency = TTFT + TPOT·(gen−1); "
-             "tok/s = decode tokens over the batch; GB = 1e9 bytes: weights + KV cache)", head, "-" * len(head)]
-    for p in points:
-        lines.append(f"{p.batch:>6} {p.ttft * 1e3:>10.4g} {p.tpot * 1e3:>9.4g} {p.latency:>10.4g} "
-                     f"{p.tokens_per_s:>10.5g} {p.tokens_per_s_per_user:>11.4g} {p.decode_intensity:>10.1f} "
-                     f"{p.decode_bound:>8} {p.memory_bytes / 1e9:>10.4g} {'yes' if p.fits else 'NO':>5}")
-    return "\n".join(lines)
-
-
-# ==============================================================================================================
-# Predicted vs measured, on this machine
-
-class _TimedRecords(list):
-    """A Counter's record list that also notes when each record arrives. An op records its cost when it has
-    finished, so the time between two records is the later op's run time (plus the Python between the two
-    calls: reshapes, the record itself, a few microseconds). `mark()` restarts the clock before a phase."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-        self._last = time.perf_counter()
-
-    def mark(self) -> None:
-        self._last = time.perf_counter()
-
-    def append(self, rec) -> None:
-        now = time.perf_counter()
-        self.seconds.append(now - self._last)
-        self._last = now
-        super().append(rec)
-
-
-@dataclass(frozen=True)
-class Compared:
-    """Measured against predicted for one group of work. factor = measured / predicted (how many times slower
-    than the roofline: 1 is the roofline itself); efficiency = predicted / measured (fraction of roofline)."""
-    key: str
-    measured: float
-    predicted: float
-    flops: int = 0
-    bytes: int = 0
-    bound: str = ""
-
-    @property
-    def factor(self) -> float:
-        return self.measured / self.predicted if self.predicted else math.inf
-
-    @property
-    def efficiency(self) -> float:
-        return self.predicted / self.measured if self.measured else math.inf
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "factor": _finite(self.factor), "efficiency": _finite(self.efficiency)}
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """A model run for real on this machine, next to the roofline of the measured machine.
-
-    phases     {"prefill": Compared (one call), "decode": Compared (mean step)}: whole-phase wall-clock time of
-               uncounted runs, best of `repeats`, against the roofline of that run's own counted ops
-    ops        {(phase, op kind): Compared}: time attributed per op from a counted run (see _TimedRecords),
-               per call of the phase (decode: per step)
-    overhead   counted run's phase time / uncounted one, per phase: what the counters and timestamps cost
-    """
-    model: str
-    batch: int
-    prompt: int
-    steps: int
-    hardware: Hardware
-    dtype: str
-    phases: dict[str, Compared]
-    ops: dict[tuple[str, str], Compared]
-    overhead: dict[str, float] = field(default_factory=dict)
-
-    def table(self) -> str:
-        hw = self.hardware
-        head = (f"{'phase':<9} {'op':<12} {'measured ms':>12} {'roofline ms':>12} {'factor':>8} "
-                f"{'efficiency':>10} {'bound':>8}")
-        lines = [f"{self.model} B={self.batch} prompt={self.prompt}, {self.steps} decode steps, on {hw.name} "
-                 f"(peak {hw.peak(self.dtype) / 1e9:.3g} GFLOP/s {self.dtype}, {hw.bandwidth / 1e9:.3g} GB/s)",
-                 "(factor = measured / roofline; efficiency = roofline / measured; decode per step)",
-                 head, "-" * len(head)]
-        for ph, c in self.phases.items():
-            for (p, op), o in self.ops.items():
-                if p == ph:
-                    lines.append(f"{ph:<9} {op:<12} {o.measured * 1e3:>12.4g} {o.predicted * 1e3:>12.4g} "
-                                 f"{o.factor:>8.3g} {o.efficiency:>10.3g} {o.bound:>8}")
-            lines.append(f"{ph:<9} {'(whole)':<12} {c.measured * 1e3:>12.4g} {c.predicted * 1e3:>12.4g} "
-                         f"{c.factor:>8.3g} {c.efficiency:>10.3g} {c.bound:>8}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "batch": self.batch, "prompt": self.prompt, "steps": self.steps,
-                "hardware": self.hardware.to_dict(), "dtype": self.dtype,
-                "phases": {k: v.to_dict() for k, v in self.phases.items()},
-                "ops": [{"phase": p, "op": o, **c.to_dict()} for (p, o), c in self.ops.items()],
-                "overhead": self.overhead}
-
-
-def _model(model_or_cfg: Any, seed: int):
-    from .model import Transformer
-    if isinstance(model_or_cfg, str):
-        model_or_cfg = Config.preset(model_or_cfg)
-    if isinstance(model_or_cfg, Config):
-        return Transformer(model_or_cfg, seed=seed)
-    if isinstance(model_or_cfg, Transformer):
-        return model_or_cfg
-    raise TypeError(f"expected a Transformer, a Config or a preset name, got {type(model_or_cfg).__name__}")
-
-
-def _run_phases(model, tokens: np.ndarray, cache, steps: int, stamps: _TimedRecords | None = None):
-    """(prefill seconds, [decode step seconds]) for one prefill and `steps` decode steps."""
-    cache.reset()
-    next_ids = tokens[:, -1]
-    if stamps is not None:
-        stamps.mark()
-    start = time.perf_counter()
-    model.prefill(tokens, cache)
-    t_prefill = time.perf_counter() - start
-    t_steps = []
-    for _ in range(steps):
-        if stamps is not None:
-            stamps.mark()
-        start = time.perf_counter()
-        model.decode(next_ids, cache)
-        t_steps.append(time.perf_counter() - start)
-    return t_prefill, t_steps
-
-
-def measure_inference(model: Any = "reference", hardware: "str | Hardware | None" = None, batch: int = 1,
-                      prompt: int = 32, steps: int = 16, repeats: int = 3, seed: int = 0) -> Measurement:
-    """Time a prefill of `batch` prompts of `prompt` tokens and `steps` decode steps of a real model on this
-    CPU; predict both from the roofline of the measured machine and the ops' own counts.
-
-    What is timed, and how:
-      * whole phases: `repeats` uncounted runs after a warm-up (JIT compile, first touch); the best prefill and
-        the best mean decode step are kept (a roofline is a best case, so its measurement is the best run);
-      * per op kind: one more run inside a counter whose record list timestamps each record (`_TimedRecords`).
-        Each op's time is the gap since the previous record; the run with the counters is a little slower,
-        and `overhead` says by how much.
-    The prediction uses the counts of that counted run (what really ran) at the measured peak of the model's
-    dtype (fp32 matmuls through NumPy's BLAS) and the measured copy bandwidth.
-    """
-    from .decode import KVCache
-    m = _model(model, seed)
-    hw = get_hardware("this-machine" if hardware is None else hardware)
-    key = hw_dtype(m.dtype.name)
-    B = _positive_int("batch", batch)
-    T = _positive_int("prompt", prompt)
-    n = _positive_int("steps", steps)
-    reps = _positive_int("repeats", repeats)
-    tokens = np.random.default_rng(seed).integers(0, m.cfg.vocab_size, (B, T))
-    cache = KVCache(m.cfg, B, T + n, m.dtype)
-    _run_phases(m, tokens, cache, min(n, 2))                          # warm-up
-    best_prefill, best_step = math.inf, math.inf
-    for _ in range(reps):
-        t_pre, t_steps = _run_phases(m, tokens, cache, n)
-        best_prefill = min(best_prefill, t_pre)
-        best_step = min(best_step, float(np.mean(t_steps)))
-
-    # Per op kind: `repeats` counted runs with timestamps; each (phase, op kind) keeps its best run.
-    best_ops: dict[tuple[str, str], float] = {}
-    counted_pre, counted_step = math.inf, math.inf
-    for _ in range(reps):
-        stamps = _TimedRecords()
-        with Counter(stamps):
-            t_pre_counted, t_steps_counted = _run_phases(m, tokens, cache, n, stamps)
-        counted_pre = min(counted_pre, t_pre_counted)
-        counted_step = min(counted_step, float(np.mean(t_steps_counted)))
-        run: dict[tuple[str, str], float] = {}
-        for rec, sec in zip(stamps, stamps.seconds):
-            run[(rec.phase, rec.op)] = run.get((rec.phase, rec.op), 0.0) + sec
-        for k, sec in run.items():
-            best_ops[k] = min(best_ops.get(k, math.inf), sec)
-    rl = analyze(list(stamps), hw, key)          # the counts are the same in every run
-    per_call = {"prefill": 1, "decode": n}
-    phases = {}
-    for ph, g in rl.phases().items():
-        d = per_call[ph]
-        measured = best_prefill if ph == "prefill" else best_step
-        phases[ph] = Compared(ph, measured, g.time / d, g.flops // d, g.bytes // d, g.bound)
-    ops: dict[tuple[str, str], Compared] = {}
-    for ph in phases:
-        d = per_call[ph]
-        for op, g in rl.by_op(ph).items():
-            ops[(ph, op)] = Compared(op, best_ops[(ph, op)] / d, g.time / d, g.flops // d, g.bytes // d, g.bound)
-    overhead = {"prefill": counted_pre / best_prefill, "decode": counted_step / best_step}
-    return Measurement(m.cfg.name, B, T, n, hw, key, phases, ops, overhead)
-
-
-@dataclass(frozen=True)
-class MeasuredPoint:
-    """One batch size of a decode sweep on this machine: measured and predicted mean step time."""
-    batch: int
-    measured: float
-    predicted: float
-    intensity: float
-    bound: str
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.batch / self.measured
-
-    @property
-    def predicted_tokens_per_s(self) -> float:
-        return self.batch / self.predicted
-
-    @property
-    def factor(self) -> float:
-        return self.measured / self.predicted
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "tokens_per_s": self.tokens_per_s,
-                "predicted_tokens_per_s": self.predicted_tokens_per_s, "factor": self.factor}
-
-
-def measure_decode_sweep(model: Any = "small-gpt2", hardware: "str | Hardware | None" = None,
-                         batches: Iterable[int] = (1, 4, 16, 64), prompt: int = 16, steps: int = 8,
-                         repeats: int = 3, seed: int = 0) -> list[MeasuredPoint]:
-    """Decode step time on this CPU for each batch size (best of `repeats` mean steps, after a warm-up),
-    next to the roofline of the measured machine, from the counted ops of each batch's own run."""
-    from .counting import count
-    from .decode import KVCache
-    m = _model(model, seed)
-    hw = get_hardware("this-machine" if hardware is None else hardware)
-    key = hw_dtype(m.dtype.name)
-    n = _positive_int("steps", steps)
-    points = []
-    for B in batches:
-        B = _positive_int("batch", B)
-        tokens = np.random.default_rng(seed).integers(0, m.cfg.vocab_size, (B, prompt))
-        cache = KVCache(m.cfg, B, prompt + n, m.dtype)
-        _run_phases(m, tokens, cache, min(n, 2))
-        reps = _positive_int("repeats", repeats)
-        best = min(float(np.mean(_run_phases(m, tokens, cache, n)[1])) for _ in range(reps))
-        with count() as c:
-            _run_phases(m, tokens, cache, n)
-        g = analyze(c.filter(phase="decode"), hw, key).total()
-        points.append(MeasuredPoint(B, best, g.time / n, g.intensity, g.bound))
-    return points

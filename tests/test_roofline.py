@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from minitx import Config, KVCache, Transformer, count, formulas, hardware, plots, roofline
+from minitx import Config, KVCache, Transformer, count, formulas, hardware, measured, plots, roofline, serving
 
 H100_BF16, H100_BW = 989.4e12, 3.35e12
 LLAMA2_7B_P, LLAMA3_8B_P = 6_738_415_616, 8_030_261_248
@@ -79,8 +79,8 @@ def test_op_by_op_decode_reads_the_whole_kv_cache(llama3):
     # In the formulas' decode step the scores read K and the mix reads V for all t+1 positions of every layer:
     # exactly B·(t+1)·KV bytes per token, so the step time grows by at least that over the bandwidth.
     B, t1, t2 = 16, 100, 2100
-    a = roofline.decode_roofline(llama3, "h100", "bf16", B, t1)
-    b = roofline.decode_roofline(llama3, "h100", "bf16", B, t2)
+    a = serving.decode_roofline(llama3, "h100", "bf16", B, t1)
+    b = serving.decode_roofline(llama3, "h100", "bf16", B, t2)
     kv_read = sum(c.reads.get("kv_cache", 0) for c in formulas.decode_step(llama3, B, t2, "bf16").values())
     assert kv_read == B * (t2 + 1) * 131_072
     assert b.time - a.time >= B * (t2 - t1) * 131_072 / H100_BW
@@ -169,15 +169,15 @@ def test_mean_decode_step_is_exact(llama3):
     # decode_steps interpolates the affine per-op costs; brute force over every step must agree
     small = Config.preset("small-gpt2")
     for cfg, hw in ((small, "h100"), (small, "l4")):
-        mean, _ = roofline.decode_steps(cfg, hw, "bf16", batch=4, first=10, steps=30)
-        brute = np.mean([roofline.decode_roofline(cfg, hw, "bf16", 4, t).time for t in range(10, 40)])
+        mean, _ = serving.decode_steps(cfg, hw, "bf16", batch=4, first=10, steps=30)
+        brute = np.mean([serving.decode_roofline(cfg, hw, "bf16", 4, t).time for t in range(10, 40)])
         assert mean == pytest.approx(brute, rel=1e-12)
 
 
 def test_seventy_billion_answers_quickly():
     import time
     start = time.perf_counter()
-    roofline.sweep(Config.preset("llama-3-70b"), "h100", "int8", [1, 8, 32], prompt=1000, gen=200)
+    serving.sweep(Config.preset("llama-3-70b"), "h100", "int8", [1, 8, 32], prompt=1000, gen=200)
     assert time.perf_counter() - start < 1.5
 
 
@@ -196,7 +196,7 @@ def test_critical_batch_is_the_ridge_in_bf16(llama3):
     ridge = H100_BF16 / H100_BW
     assert crit.from_ops == math.ceil(ridge / (1 - ridge * sum_k_plus_m / sum_km))
     assert 1.0 < crit.from_ops / crit.analytic < 1.15
-    step = lambda b: roofline.decode_roofline(llama3, "h100", "bf16", b, 0).by_op()["matmul"]
+    step = lambda b: serving.decode_roofline(llama3, "h100", "bf16", b, 0).by_op()["matmul"]
     below, at = step(crit.from_ops - 1), step(crit.from_ops)
     assert below.t_compute < below.t_memory and at.t_compute >= at.t_memory
 
@@ -225,7 +225,7 @@ def test_max_batch_is_consistent_with_the_memory_formula(llama3, llama2):
 
 
 def test_sweep_latency_and_throughput(llama3):
-    points = roofline.sweep(llama3, "h100", "bf16", [1, 8, 64], prompt=1000, gen=200)
+    points = serving.sweep(llama3, "h100", "bf16", [1, 8, 64], prompt=1000, gen=200)
     one, eight, many = points
     for p in points:
         assert p.latency == pytest.approx(p.ttft + p.tpot * 199, rel=EXACT)
@@ -245,7 +245,7 @@ def test_sweep_latency_and_throughput(llama3):
 
 @pytest.mark.parametrize("preset", ["reference", "small-gpt2"])
 def test_decode_step_against_the_measured_roofline(cpu, preset):
-    m = roofline.measure_inference(preset, cpu, batch=1, prompt=16, steps=8, repeats=2)
+    m = measured.measure_inference(preset, cpu, batch=1, prompt=16, steps=8, repeats=2)
     decode = m.phases["decode"]
     print(f"\nthis CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.2f} GB/s; {preset} "
           f"decode step measured {decode.measured * 1e3:.3f} ms vs roofline {decode.predicted * 1e3:.3f} ms: "
@@ -259,7 +259,7 @@ def test_decode_step_against_the_measured_roofline(cpu, preset):
 
 
 def test_measured_decode_sweep_small_model(cpu):
-    points = roofline.measure_decode_sweep("small-gpt2", cpu, batches=(1, 8), prompt=8, steps=4, repeats=1)
+    points = measured.measure_decode_sweep("small-gpt2", cpu, batches=(1, 8), prompt=8, steps=4, repeats=1)
     assert [p.batch for p in points] == [1, 8]
     # more tokens per step for at most proportionally more time (equal once compute-bound)
     assert points[1].predicted_tokens_per_s >= points[0].predicted_tokens_per_s * (1 - 1e-9)
@@ -275,7 +275,7 @@ def test_measured_decode_sweep_small_model(cpu):
     (lambda c: roofline.decode_floor(c, "h100", "bf16", batch=-3), "batch"),
     (lambda c: roofline.decode_floor(c, "h100", "bf16", embedding="maybe"), "embedding"),
     (lambda c: roofline.prefill_floor(c, "h100", "bf16", tokens=0), "tokens"),
-    (lambda c: roofline.sweep(c, "h100", "bf16", [1], prompt=8000, gen=500), "n_ctx"),
+    (lambda c: serving.sweep(c, "h100", "bf16", [1], prompt=8000, gen=500), "n_ctx"),
     (lambda c: roofline.decode_floor(c, "h1000", "bf16"), "unknown hardware"),
     (lambda c: roofline.decode_floor(c, "t4", "bf16"), "no peak"),
     (lambda c: roofline.max_batch(c, "h100", "bf16", context=0), "context"),
@@ -289,13 +289,13 @@ def test_bad_input_is_refused(llama3, call, message):
 
 def test_plots_are_written(tmp_path, llama3):
     pytest.importorskip("matplotlib")
-    rls = {"prefill B=1": roofline.prefill_roofline(llama3, "h100", "bf16", 1, 500),
-           "decode B=8": roofline.decode_roofline(llama3, "h100", "bf16", 8, 500)}
+    rls = {"prefill B=1": serving.prefill_roofline(llama3, "h100", "bf16", 1, 500),
+           "decode B=8": serving.decode_roofline(llama3, "h100", "bf16", 8, 500)}
     plots.roofline_chart(rls, tmp_path / "r.png")
-    plots.batch_sweep_chart(roofline.sweep(llama3, "h100", "bf16", [1, 8], 500, 50), tmp_path / "s.png")
-    fake = roofline.Measurement("m", 1, 8, 4, hardware.get("h100"), "bf16",
-                                {"decode": roofline.Compared("decode", 2e-3, 1e-3)},
-                                {("decode", "matmul"): roofline.Compared("matmul", 1e-3, 5e-4)})
+    plots.batch_sweep_chart(serving.sweep(llama3, "h100", "bf16", [1, 8], 500, 50), tmp_path / "s.png")
+    fake = measured.Measurement("m", 1, 8, 4, hardware.get("h100"), "bf16",
+                                {"decode": measured.Compared("decode", 2e-3, 1e-3)},
+                                {("decode", "matmul"): measured.Compared("matmul", 1e-3, 5e-4)})
     plots.predicted_vs_measured_chart(fake, tmp_path / "m.png")
     for name in ("r.png", "s.png", "m.png"):
         assert (tmp_path / name).stat().st_size > 1000

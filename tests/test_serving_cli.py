@@ -144,11 +144,11 @@ def test_cost_classic_step_model_by_hand(capsys):
 
 
 def test_cost_op_by_op_matches_the_library(capsys):
-    from minitx import cost, roofline
+    from minitx import cost, serving
     from minitx.config import Config
     data = run_json(capsys, "cost", "llama-3-8b", "--hw", "h100", "--gpu-price", "2.5", "--api-price-in", "0.5",
                     "--api-price-out", "1.5", "--batch", "32", "--utilization", "0.25")
-    p = roofline.serving_point(Config.preset("llama-3-8b"), "h100", "bf16", 32, 1000, 200)
+    p = serving.serving_point(Config.preset("llama-3-8b"), "h100", "bf16", 32, 1000, 200)
     thr = cost.Throughput.from_step_times(batch=32, decode_step_seconds=p.tpot, prompt_tokens=1000,
                                           prefill_seconds=p.ttft)
     expected = cost.compare(2.5, thr, cost.Workload(1000, 200), cost.ApiPrice(0.5, 1.5), utilization=0.25)

@@ -20,6 +20,7 @@ import sys
 from .. import cost as cost_model
 from .. import hardware as hw_mod
 from .. import roofline as rl
+from .. import serving as srv
 from ..config import PRESETS, Config
 
 DTYPE_CHOICES = ("bf16", "fp16", "fp32", "int8")
@@ -136,7 +137,7 @@ def hw(args) -> int:
         return 0
     head = (f"{'name':<16} {key + ' TFLOP/s':>14} {'fp32 TFLOP/s':>13} {'GB/s':>7} {'GB':>5} "
             f"{'ridge ' + key:>11} {'sparse halved':>14}")
-    print(f"Dense peaks (2 FLOPs per multiply-add); ridge = peak / bandwidth in FLOP/byte; GB = 1e9 bytes.")
+    print("Dense peaks (2 FLOPs per multiply-add); ridge = peak / bandwidth in FLOP/byte; GB = 1e9 bytes.")
     print(head)
     print("-" * len(head))
     for h in rows:
@@ -166,7 +167,7 @@ def roofline_report(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[
     """Everything `minitx roofline` prints, as plain data (and the Roofline objects for plots)."""
     from .. import formulas
     name = rl.dtype_name(dtype)
-    points = rl.sweep(cfg, hw, dtype, batches, prompt, gen)
+    points = srv.sweep(cfg, hw, dtype, batches, prompt, gen)
     crit = rl.critical_batch(cfg, hw, dtype)
     mid = prompt + max(gen - 2, 0) // 2
     return {
@@ -179,8 +180,8 @@ def roofline_report(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[
         "points": [p.to_dict() for p in points],
         "critical_batch": crit.to_dict(),
         "max_batch": rl.max_batch(cfg, hw, dtype, prompt + gen),
-        "_rooflines": {f"{ph} B={b}": (rl.prefill_roofline(cfg, hw, dtype, b, prompt) if ph == "prefill"
-                                       else rl.decode_roofline(cfg, hw, dtype, b, mid))
+        "_rooflines": {f"{ph} B={b}": (srv.prefill_roofline(cfg, hw, dtype, b, prompt) if ph == "prefill"
+                                       else srv.decode_roofline(cfg, hw, dtype, b, mid))
                        for b in batches for ph in ("prefill", "decode")},
         "_points": points,
     }
@@ -223,7 +224,7 @@ def roofline(args) -> int:
           f"at 100% of peak ({pre['flops'] / 1e12:.4g} TFLOP)")
     print()
     print(f"Op by op (formulas' costs; Σ max(FLOPs/peak, bytes/bandwidth)), prompt {args.prompt}, gen {args.gen}:")
-    print(rl.sweep_table(r["_points"]))
+    print(srv.sweep_table(r["_points"]))
     print()
     crit = r["critical_batch"]
     print(f"Critical batch (decode matmuls turn compute-bound): ridge · itemsize / 2 = {crit['analytic']:.1f} "
@@ -270,7 +271,7 @@ def _throughput(cfg: Config, hw: hw_mod.Hardware, args) -> tuple[cost_model.Thro
     """Prefill and decode tokens/s from the chosen step-time model, and the step times used."""
     B, T, G = args.batch, args.prompt, args.gen
     if args.step == "ops":
-        point = rl.serving_point(cfg, hw, args.dtype, B, T, G)
+        point = srv.serving_point(cfg, hw, args.dtype, B, T, G)
         ttft, tpot = point.ttft, point.tpot
     else:
         ttft = rl.prefill_floor(cfg, hw, args.dtype, T, B).time

@@ -16,7 +16,6 @@ group one matmul against its shared k, and the backward's dk = dsᵀ q sums the 
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
