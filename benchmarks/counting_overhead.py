@@ -24,20 +24,9 @@ import statistics
 import sys
 import time
 
+from threads import limit_threads, thread_env
 
-def _limit_threads(n: int) -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(n))      # effective only if set before NumPy loads: done in main()
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=n)
-    except ImportError:
-        pass
-    try:
-        import numba
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.pairs < 1 or args.threads < 1 or args.warmup < 0:
         p.error("--pairs and --threads must be >= 1, --warmup >= 0")
-    _limit_threads(args.threads)
+    limit_threads(args.threads)
 
     import numpy as np
 
@@ -131,6 +120,5 @@ if __name__ == "__main__":
         n = sys.argv[sys.argv.index("--threads") + 1]
     else:
         n = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), "1")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, n)
+    os.environ.update(thread_env(int(n), base={}))
     sys.exit(main())

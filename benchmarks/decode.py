@@ -29,29 +29,14 @@ import subprocess
 import sys
 import time
 
+from threads import limit_threads, thread_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
 
 
 # ---- workers (each in its own subprocess) --------------------------------------------------------------------
 
-def _limit_threads(n: int) -> str:
-    how = ["env"]
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=n)
-        how.append("threadpoolctl")
-    except ImportError:
-        pass
-    try:
-        import numba
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        how.append("numba")
-    except ImportError:
-        pass
-    return "+".join(how)
 
 
 def _prompts(B: int, T: int, vocab: int):
@@ -69,7 +54,7 @@ def _best(fn, repeats: int) -> float:
 
 
 def worker_minitx(threads: int, B: int, T: int, new: int, repeats: int, uncached: bool) -> dict:
-    how = _limit_threads(threads)
+    how = limit_threads(threads)
     sys.path.insert(0, ROOT)
     import minitx
     cfg = minitx.Config.preset("reference")
@@ -88,7 +73,7 @@ def worker_minitx(threads: int, B: int, T: int, new: int, repeats: int, uncached
 
 
 def worker_hf(threads: int, B: int, T: int, new: int, repeats: int) -> dict:
-    how = _limit_threads(threads)
+    how = limit_threads(threads)
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.set_num_threads(threads)
@@ -112,9 +97,7 @@ def worker_hf(threads: int, B: int, T: int, new: int, repeats: int) -> dict:
 # ---- driver --------------------------------------------------------------------------------------------------
 
 def _spawn(kind: str, threads: int, B: int, args, uncached: bool = False) -> dict:
-    env = dict(os.environ)
-    for k in THREAD_ENV:
-        env[k] = str(threads)
+    env = thread_env(threads)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--threads", str(threads),
            "--batches", str(B), "--prompt", str(args.prompt), "--new", str(args.new),
            "--repeats", str(args.repeats)]

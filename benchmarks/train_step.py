@@ -32,33 +32,16 @@ import subprocess
 import sys
 import time
 
+from threads import limit_threads, thread_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BATCH, SEQ = 4, 128
 LR, BETAS, EPS, WD = 1e-3, (0.9, 0.999), 1e-8, 0.0
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
 
 
 # ---- workers (run in a subprocess, one thread count each) ----------------------------------------------------
 
-def _limit_threads(n: int) -> str:
-    """Pin BLAS / OpenMP / Numba to n threads inside this process; return what was used."""
-    how = []
-    import numpy  # noqa: F401  (load the BLAS first, so that threadpoolctl finds it)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=n)
-        how.append("threadpoolctl")
-    except ImportError:
-        how.append("env")
-    try:
-        import numba
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        how.append("numba")
-    except ImportError:
-        pass
-    return "+".join(how)
 
 
 def _data(vocab: int, seed: int = 0):
@@ -80,7 +63,7 @@ def _time_steps(step, warmup: int, steps: int) -> list[float]:
 
 
 def worker_minitx(threads: int, warmup: int, steps: int) -> dict:
-    how = _limit_threads(threads)
+    how = limit_threads(threads)
     from minitx import AdamW, Config, Transformer
     cfg = Config.preset("reference")
     model = Transformer(cfg, seed=0, dtype="float32")
@@ -179,7 +162,7 @@ def _torch_hf_model(cfg):
 
 
 def worker_torch(threads: int, warmup: int, steps: int, model_kind: str, attention: str) -> dict:
-    how = _limit_threads(threads)
+    how = limit_threads(threads)
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -208,9 +191,7 @@ def worker_torch(threads: int, warmup: int, steps: int, model_kind: str, attenti
 # ---- driver --------------------------------------------------------------------------------------------------
 
 def _run_worker(args, impl: str, threads: int) -> dict | None:
-    env = dict(os.environ)
-    for var in THREAD_ENV:
-        env[var] = str(threads)
+    env = thread_env(threads)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--threads", str(threads),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--torch-model", args.torch_model,
