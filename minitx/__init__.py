@@ -10,16 +10,33 @@ The public API (what the lessons and the command line use):
     memory                              measured memory: saved activations, inference peak, one report
     hardware, roofline, serving         GPUs and this machine, the roofline model, batching and latency
     measured, cost, plots               predicted vs measured on this CPU, self-hosting economics, charts
+
+Names are imported on first use (PEP 562), so `minitx params llama-2-70b`, which needs only the closed forms,
+answers without loading Numba and the kernels.
 """
-from . import conventions, cost, formulas, hardware, measured, memory, plots, roofline, serving
-from .config import Config
-from .counting import count
-from .decode import KVCache, generate
-from .hf import export_hf, hf_config, load_hf
-from .model import Transformer
-from .optim import AdamW
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Config", "Transformer", "AdamW", "KVCache", "generate", "count", "load_hf", "export_hf",
-           "hf_config", "conventions", "cost", "formulas", "hardware", "measured", "memory", "plots", "roofline",
-           "serving"]
+
+# public name -> the module that defines it
+_NAMES = {"Config": "config", "Transformer": "model", "AdamW": "optim", "KVCache": "decode", "generate": "decode",
+          "count": "counting", "load_hf": "hf", "export_hf": "hf", "hf_config": "hf"}
+_MODULES = ("conventions", "cost", "formulas", "hardware", "measured", "memory", "plots", "roofline", "serving")
+__all__ = [*_NAMES, *_MODULES]
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'minitx' has no attribute {name!r}")
+    globals()[name] = value      # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

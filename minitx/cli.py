@@ -32,20 +32,27 @@ class CommandError(Exception):
     """Raised by subcommands for a clean one-line failure."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minitx", description=__doc__.split("\n\n")[0])
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit status 2), like every other minitx error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the command named in `argv` (all commands when argv is None).
+
+    Only the chosen command's module is imported: the calculator then never loads Numba or the kernels."""
+    chosen = None if argv is None else next((a for a in argv if a in COMMANDS), None)
+    parser = _Parser(prog="minitx", description="minitx: the arithmetic of transformer training and serving, "
+                     "checked against counts from real execution.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, func, help_text) in COMMANDS.items():
-        try:
-            mod = _load(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue  # a command whose module is not written yet is simply absent
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments = getattr(mod, "add_arguments_" + func, None)
-        if add_arguments is not None:
-            add_arguments(p)
+        if argv is None or name == chosen:
+            add_arguments = getattr(_load(module), "add_arguments_" + func, None)
+            if add_arguments is not None:
+                add_arguments(p)
         p.set_defaults(_handler=(module, func))
     return parser
 
@@ -55,7 +62,9 @@ def _load(module: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_handler", None):
         parser.print_help()
