@@ -290,3 +290,14 @@ def test_bad_input_from_the_real_command_line(tmp_path):
                            timeout=120)
         assert p.returncode == 2, p.stderr
         assert p.stdout == "" and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_the_calculator_never_loads_numba_or_allocates_a_model():
+    """Real-model figures come from the closed forms alone: the calculator does not even import the kernels."""
+    import subprocess
+    import sys
+    code = ("import sys; from minitx.cli import main; "
+            "assert main(['params', 'llama-2-70b']) == 0; assert main(['kv', 'llama-3-70b', '--seq', '8192']) == 0; "
+            "assert 'numba' not in sys.modules and 'minitx.model' not in sys.modules, sorted(sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
