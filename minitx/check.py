@@ -12,7 +12,11 @@ rows come from the allocated buffers and from `minitx.memory`'s measurements. Th
     exact    the formula predicts the count to the last FLOP or byte: it spells out what the code does, every
              matmul, norm, softmax entry and byte moved, per the conventions in `minitx.conventions`
     approx   the claim is a rule of thumb (forward ≈ 2·P·tokens, training ≈ 3 × inference); the row shows the
-             relative error, the tolerance the rule is held to at these sizes, and (in --json) why it is off
+             relative error, the tolerance the rule is held to at these sizes, and, under it, why it is off
+    at_most  a bound: the count must not exceed the formula's value
+
+One more kind of row is not a claim and is left out of the tally: an "illustration" compares a formula with a
+rule of thumb, for a setting the models here do not run in (a 16-bit decode step; the models run in float32).
 
 `run_checks()` returns the rows as `Claim`s (tests and lessons use it); `main()` prints them, or JSON with --json,
 and exits 1 if any claim fails. Two families run: a GPT-2-style model (learned positions, LayerNorm, GELU MLP,
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,10 +68,12 @@ class Claim:
     expected: float
     counted: float
     kind: str = "exact"          # "exact" (counted == expected), "approx" (|counted/expected − 1| ≤ tolerance),
-                                 # or "at_most" (counted ≤ expected: a bound, not an estimate)
+                                 # "at_most" (counted ≤ expected: a bound, not an estimate), or "illustration"
+                                 # (formula vs formula: shown, never failed, left out of the tally)
     tolerance: float = 0.0
-    unit: str = ""               # "" (a count), "B" (bytes), "FLOPs", "MACs", "x" (a ratio), "%", "FLOP/B"
-    source: str = "counted"      # counted | allocated | measured | published
+    unit: str = ""               # "" (a count), "B" (bytes), "FLOPs", "MACs", "x" (a ratio), "%", "FLOP/B", or
+                                 # "parts" / "ops": how many of `expected` items match (shown as "4/4 parts")
+    source: str = "counted"      # counted | allocated | measured | published | formula only
     formula: str = ""            # the formula in symbols
     note: str = ""               # why an approximation is off by what it is off by
 
@@ -78,7 +85,14 @@ class Claim:
         return self.counted / self.expected - 1.0
 
     @property
+    def counts(self) -> bool:
+        """Whether the row is a claim checked against execution (everything but an illustration)."""
+        return self.kind != "illustration"
+
+    @property
     def ok(self) -> bool:
+        if self.kind == "illustration":
+            return True
         if self.kind == "exact":
             return self.counted == self.expected
         if self.kind == "at_most":
@@ -91,6 +105,8 @@ class Claim:
             return "exact" if self.ok else f"MISMATCH ({_signed_pct(self.error)})"
         if self.kind == "at_most":
             return "within the bound" if self.ok else "ABOVE THE BOUND"
+        if self.kind == "illustration":
+            return f"{_signed_pct(self.error)}: an illustration, not counted"
         err, tol = _signed_pct(self.error), _pct(self.tolerance)
         return f"{err}, within ±{tol}" if self.ok else f"{err}: OUTSIDE ±{tol}"
 
@@ -234,7 +250,8 @@ def _parameter_claims(run: Run) -> list[Claim]:
     parts: dict[str, int] = {}
     for spec in m.table:
         parts[spec.part] = parts.get(spec.part, 0) + spec.size
-    formula = {k: v for k, v in F.param_breakdown(cfg).items() if k != "total" and v}
+    breakdown = F.param_breakdown(cfg)
+    formula = {k: v for k, v in breakdown.items() if k != "total" and v}
     return [
         Claim("parameters", cfg.name, "parameters allocated = the closed-form count", F.num_params(cfg),
               m.num_params(), source="allocated",
@@ -242,11 +259,14 @@ def _parameter_claims(run: Run) -> list[Claim]:
               "2·V·C + L·(C·(NH+2KV)·HS + NH·HS·C + 3·C·F + 2C) + C"),
         Claim("parameters", cfg.name, "per part (embedding, attention, mlp, ...) = formula", len(formula),
               sum(parts.get(k) == v for k, v in formula.items()) if set(parts) == set(formula) else 0,
-              source="allocated", formula="param_breakdown(cfg)"),
-        Claim("parameters", cfg.name, "share of the parameters in embeddings",
-              round(100 * F.param_breakdown(cfg)["embedding"] / F.num_params(cfg), 6),
-              round(100 * parts["embedding"] / m.num_params(), 6), unit="%", source="allocated",
-              formula="(V·C + n_ctx·C) / P" if cfg.position == "learned" else "V·C / P"),
+              unit="parts", source="allocated", formula="param_breakdown(cfg)"),
+        Claim("parameters", cfg.name, "share of the parameters in the vocabulary tables (embeddings"
+              + (", untied head)" if not cfg.tie_embeddings else ")"),
+              round(100 * (breakdown["embedding"] + breakdown["lm_head"]) / F.num_params(cfg), 6),
+              round(100 * (parts["embedding"] + parts.get("lm_head", 0)) / m.num_params(), 6), unit="%",
+              source="allocated",
+              formula=("(V·C + n_ctx·C" if cfg.position == "learned" else "(V·C")
+              + (") / P" if cfg.tie_embeddings else " + V·C) / P")),
     ]
 
 
@@ -328,7 +348,7 @@ def _exact_claims(run: Run) -> list[Claim]:
         pairs.append((run.decode[t], costs))
     good, total = _ops_matching(pairs)
     out.append(Claim("exact", name, "ops matching in FLOPs, MACs and bytes per category", total, good,
-                     formula="one OpCost per recorded op name"))
+                     unit="ops", formula="one OpCost per recorded op name"))
     return out
 
 
@@ -388,9 +408,9 @@ def _memory_claims(run: Run) -> list[Claim]:
               formula="1",
               note=f"tracemalloc peak of model.forward: {peak_lo:,} B at L={lo}, {peak_hi:,} B at L={hi}, while "
                    f"training keeps {saved_lo:,} B and {saved_hi:,} B. The peak is a few activations (about "
-                   f"{peak_hi / run.largest_activation:.0f}x the largest here): this unfused forward holds "
+                   f"{peak_hi / run.largest_activation:.1f}x the largest here): this unfused forward holds "
                    "the intermediate arrays of a block or two at a time, whatever the depth"),
-        Claim("memory", name, "inference needs about the largest activation: peak ÷ largest", 4.0,
+        Claim("memory", name, "inference peak is a few activations: peak ÷ largest ≤ 4", 4.0,
               round(peak_hi / run.largest_activation, 3), kind="at_most", unit="x", source="measured",
               formula="≤ 4",
               note="an op reads its input while it writes its output, next to the residual stream: a few "
@@ -413,7 +433,8 @@ def _kv_claims(run: Run) -> list[Claim]:
     ]
     for t in DECODE_AT:
         predicted = _flops(F.recompute_step(cfg, BATCH, t, DTYPE)) / _flops(F.decode_step(cfg, BATCH, t, DTYPE))
-        out.append(Claim("kv cache", name, f"recompute ÷ cached step at t={t}: O(t²) vs O(t)", round(predicted, 6),
+        out.append(Claim("kv cache", name, f"recompute ÷ cached step at t={t} ≈ t + 1 (recompute redoes all t + 1 "
+                         "tokens)", round(predicted, 6),
                          round(run.recompute[t].flops / run.decode[t].flops, 6), unit="x",
                          formula=f"recompute_step / decode_step at t={t}"))
     return out
@@ -446,14 +467,16 @@ def _serving_claims(run: Run) -> list[Claim]:
         out.append(Claim("serving", name, f"decode, batch {b}: FLOPs per weight byte ≈ B/2 (fp32)", b / 2,
                          round(matmuls.flops / _weights_read(matmuls), 6), kind="approx", tolerance=0.01,
                          unit="FLOP/B", formula="2 FLOPs per weight per sequence / 4 bytes",
-                         note="biases cost 1 FLOP per output per sequence for 4 bytes"))
+                         note="biases cost 1 FLOP per output per sequence for 4 bytes" if cfg.bias else
+                         "no biases here: 2 FLOPs per 4-byte weight per sequence, nothing else in the matmuls"))
     b = max(DECODE_BATCHES)
     dec16 = {k: c for k, c in F.decode_step(cfg, b, PROMPT, "bfloat16").items() if c.op == "matmul"}
-    out.append(Claim("serving", name, f"  in 16-bit, batch {b}: ≈ B FLOP per weight byte", b,
+    out.append(Claim("serving", name, f"  illustration, 16-bit, batch {b}: ≈ B FLOP per weight byte", b,
                      round(_flops(dec16) / sum(c.reads.get("weights", 0) for c in dec16.values()), 6),
-                     kind="approx", tolerance=0.01, unit="FLOP/B", source="formula",
+                     kind="illustration", unit="FLOP/B", source="formula only",
                      formula="2 FLOPs per weight per sequence / 2 bytes",
-                     note="from decode_step(cfg, B, t, 'bfloat16'): the model itself runs in float32"))
+                     note="formula vs formula, not a count: decode_step(cfg, B, t, 'bfloat16') against B; the "
+                          "model itself runs in float32, so nothing ran in 16-bit"))
     return out
 
 
@@ -490,16 +513,30 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:,.3f}" + ("x" if unit == "x" else "")
     if unit == "%":
         return f"{value:.2f}%"
+    if unit in ("parts", "ops"):
+        return f"{int(value):,} {unit}"
     if float(value).is_integer():
         return f"{int(value):,}" + (" B" if unit == "B" else "")
     return f"{value:,.4g}"
 
 
+def _cells(c: Claim) -> tuple[str, str]:
+    """The formula and counted columns of a row: a bound reads "≤ 4", a tally of matches "4/4 parts"."""
+    formula = f"≤ {c.expected:g}" if c.kind == "at_most" else _fmt(c.expected, c.unit)
+    if c.unit in ("parts", "ops"):
+        return formula, f"{int(c.counted):,}/{int(c.expected):,} {c.unit}"
+    return formula, _fmt(c.counted, c.unit)
+
+
+NOTE_WIDTH = 116   # the notes under approximation rows wrap at this width
+
+
 def format_table(claims: list[Claim], header: str = "") -> str:
-    """The human table: one row per claim, grouped by section."""
+    """The human table: one row per claim, grouped by section; under each approximation, bound or illustration,
+    the note that says why it is off by what it is off by."""
     w_claim = max(len(c.claim) for c in claims)
     w_model = max(len(c.model) for c in claims)
-    w_num = max(max(len(_fmt(c.expected, c.unit)), len(_fmt(c.counted, c.unit))) for c in claims)
+    w_num = max(max(len(cell) for cell in _cells(c)) for c in claims)
     lines = [header] if header else []
     section = None
     for c in claims:
@@ -509,8 +546,13 @@ def format_table(claims: list[Claim], header: str = "") -> str:
                       f"   {'claim':<{w_claim}}  {'model':<{w_model}}  {'formula':>{w_num}}  {'counted':>{w_num}}  "
                       "verdict"]
         src = "" if c.source == "counted" else f"  [{c.source}]"
-        lines.append(f"{'ok ' if c.ok else 'XX '}{c.claim:<{w_claim}}  {c.model:<{w_model}}  "
-                     f"{_fmt(c.expected, c.unit):>{w_num}}  {_fmt(c.counted, c.unit):>{w_num}}  {c.verdict}{src}")
+        mark = "-- " if not c.counts else "ok " if c.ok else "XX "
+        formula, counted = _cells(c)
+        lines.append(f"{mark}{c.claim:<{w_claim}}  {c.model:<{w_model}}  "
+                     f"{formula:>{w_num}}  {counted:>{w_num}}  {c.verdict}{src}")
+        if c.note and c.kind != "exact":
+            lines.append(textwrap.fill(c.note, width=NOTE_WIDTH, initial_indent=" " * 6,
+                                       subsequent_indent=" " * 6, break_on_hyphens=False))
     return "\n".join(lines)
 
 
@@ -546,11 +588,14 @@ def main(args: argparse.Namespace) -> int:
                           "claims": [c.to_dict() for c in claims]}, indent=1, ensure_ascii=False))
     else:
         exact = [c for c in claims if c.kind == "exact"]
-        approx = [c for c in claims if c.kind != "exact"]
+        approx = [c for c in claims if c.kind != "exact" and c.counts]
+        shown = len(claims) - len(exact) - len(approx)
         print(format_table(claims, _header()))
         print()
         print(f"{sum(c.ok for c in exact)}/{len(exact)} exact claims match; {sum(c.ok for c in approx)}/"
-              f"{len(approx)} approximations and bounds hold ({seconds:.1f} s)")
+              f"{len(approx)} approximations and bounds hold"
+              + (f"; {shown} illustration{'s' if shown != 1 else ''} (formula only, not counted)" if shown else "")
+              + f" ({seconds:.1f} s)")
         if failed:
             print("FAILED: " + "; ".join(f"{c.model}: {c.claim.strip()}" for c in failed))
     return 1 if failed else 0

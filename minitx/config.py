@@ -50,18 +50,15 @@ class Config:
     name: str = "custom"
 
     def __post_init__(self) -> None:
-        derived = []   # the sizes left as None and computed here, so that replace() can compute them again
         for field in ("vocab_size", "n_ctx", "d_model", "n_layers", "n_heads"):
             _require_positive_int(field, getattr(self, field))
         if self.n_kv_heads is None:
-            derived.append("n_kv_heads")
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         _require_positive_int("n_kv_heads", self.n_kv_heads)
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"Config.n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads} "
                              "(each key/value head serves a whole group of query heads)")
         if self.head_dim is None:
-            derived.append("head_dim")
             if self.d_model % self.n_heads:
                 raise ValueError(f"Config.d_model={self.d_model} is not divisible by n_heads={self.n_heads}: "
                                  "set head_dim explicitly")
@@ -72,15 +69,13 @@ class Config:
             if getattr(self, field) not in allowed:
                 raise ValueError(f"Config.{field}={getattr(self, field)!r} is unknown; allowed: {', '.join(allowed)}")
         if self.d_ff is None:
-            derived.append("d_ff")
-            object.__setattr__(self, "d_ff", 4 * self.d_model if self.mlp == "standard"
-                               else _round_up(8 * self.d_model // 3, 8))
+            object.__setattr__(self, "d_ff", _default_d_ff(self.d_model, self.mlp))
         _require_positive_int("d_ff", self.d_ff)
         if self.position == "rope":
             if self.head_dim % 2:
                 raise ValueError(f"Config.head_dim={self.head_dim} must be even for rope (it rotates pairs)")
-            if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 1):
-                raise ValueError(f"Config.rope_theta={self.rope_theta!r} must be a number > 1")
+            if not (isinstance(self.rope_theta, (int, float)) and 1 < self.rope_theta < float("inf")):
+                raise ValueError(f"Config.rope_theta={self.rope_theta!r} must be a finite number > 1")
         if not (isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1):
             raise ValueError(f"Config.norm_eps={self.norm_eps!r} must be in (0, 1)")
         for field in ("bias", "tie_embeddings", "embed_scale", "norm_unit_offset"):
@@ -88,7 +83,6 @@ class Config:
                 raise TypeError(f"Config.{field} must be a bool, got {getattr(self, field)!r}")
         if self.norm_unit_offset and self.norm != "rmsnorm":
             raise ValueError("Config.norm_unit_offset=True applies only to norm='rmsnorm' (Gemma's (1 + w))")
-        object.__setattr__(self, "_derived", tuple(derived))   # not a field: invisible to ==, repr and to_dict
 
     # Derived sizes, named as in the dimension legend.
     @property
@@ -107,10 +101,15 @@ class Config:
         return self.n_heads // self.n_kv_heads
 
     def replace(self, **changes: Any) -> "Config":
-        """A copy with some fields changed (derived defaults are recomputed unless given)."""
+        """A copy with some fields changed. n_kv_heads, head_dim and d_ff that hold their default value (n_heads,
+        d_model // n_heads, the MLP's default width) follow the new sizes unless given: replace(d_model=128) on
+        a 4·d MLP gives a 4·128 MLP. A size that differs from its default (Llama-2's 11008) is kept."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for field in self._derived:     # sizes that were derived, not given, are derived again from the new fields
-            if field not in changes:
+        defaults = {"n_kv_heads": self.n_heads,
+                    "head_dim": self.d_model // self.n_heads if self.d_model % self.n_heads == 0 else None,
+                    "d_ff": _default_d_ff(self.d_model, self.mlp)}
+        for field, default in defaults.items():
+            if field not in changes and fields[field] == default:
                 fields[field] = None
         fields.update(changes)
         return Config(**fields)
@@ -147,6 +146,12 @@ def _require_positive_int(field: str, value: Any) -> None:
 
 def _round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
+
+
+def _default_d_ff(d_model: int, mlp: str) -> int:
+    """4·C for the standard MLP; about 8/3·C (rounded up to a multiple of 8) for the gated one, which has three
+    matrices instead of two and so keeps the same parameter count."""
+    return 4 * d_model if mlp == "standard" else _round_up(8 * d_model // 3, 8)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -49,8 +49,9 @@ RESIDUAL_GRAD_ADD = 1
 NORM_UNIT_OFFSET = 1
 
 # Activations, per element of the MLP hidden size F (for the gated MLP, per element of the product).
-# GELU is computed as x·σ(2z), σ(2z) = 0.5·(1 + tanh z) (see ops/activations.py):
-# u = x³·c + x (4), σ = 1/(1 + exp(−2k·u)) (4), y = x·σ (1). Backward: u, σ (8), the derivative (9), ·dout (1).
+# GELU (ops/activations.py): t = tanh(k·(x³·c + x)) (5 + 1), y = 0.5·x·(1 + t) (3). Backward: t (6),
+# 0.5·(1 + t) (2), 1 − t² (2), the derivative (7), ·dout (1). A tanh is 1 FLOP however it is evaluated: a float32
+# model uses a rational approximation the compiler can vectorise, a float64 model libm's tanh.
 GELU_FWD = 9
 GELU_BWD = 18
 GEGLU_FWD = 10      # gelu(gate) · up

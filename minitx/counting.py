@@ -29,7 +29,7 @@ import numpy as np
 PHASES = ("forward", "backward", "optimizer", "prefill", "decode")
 CATEGORIES = ("weights", "activations", "kv_cache", "gradients", "optimizer_state")
 OPS = ("matmul", "attention", "softmax", "norm", "activation", "elementwise", "rope", "layout", "embedding",
-       "loss", "optimizer", "memset")
+       "loss", "optimizer")
 
 
 class Record(NamedTuple):

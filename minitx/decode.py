@@ -96,6 +96,14 @@ def _check_cache(model, cache, batch: int) -> None:
         raise TypeError(f"cache dtype {cache.dtype.name} does not match the model's dtype {model.dtype.name}")
     if cache.batch != batch:
         raise ValueError(f"tokens hold {batch} sequences but the cache was built for batch={cache.batch}")
+    if cache.max_len > m.n_ctx:
+        # positions index the model's position / RoPE tables, which have n_ctx rows: never go past them
+        raise ValueError(f"cache max_len={cache.max_len} exceeds the model's context n_ctx={m.n_ctx}")
+    lengths = cache.lengths
+    if (not isinstance(lengths, np.ndarray) or lengths.dtype != np.int64 or lengths.shape != (cache.batch,)
+            or lengths.min() < 0 or lengths.max() > cache.max_len):
+        raise ValueError(f"cache.lengths must be int64 of shape ({cache.batch},) within [0, {cache.max_len}], "
+                         f"got {lengths!r}")
 
 
 # ---- the two phases ------------------------------------------------------------------------------------------
@@ -141,7 +149,7 @@ def _prefill(model, tokens: np.ndarray, cache: KVCache, lengths: np.ndarray) -> 
 
 def decode(model, tokens, cache: KVCache) -> np.ndarray:
     """One new token per sequence, (B,) or (B, 1), at position cache.lengths[b]; returns logits (B, V) and
-    advances every length by one. Refuses to write past the cache's max_len (and so past n_ctx).
+    advances every length by one. Refuses to write past the cache's max_len, which is at most the model's n_ctx.
 
     Each layer first writes the new K/V row, then attention reads the cache's rows 0..max(lengths), the new row
     included: at length t (all sequences equal) a step reads 2·L·KV·HS·(t + 1)·B·itemsize bytes of cache. In a

@@ -104,19 +104,18 @@ def num_params(cfg: Config) -> int:
 
 
 def non_embedding_params(cfg: Config) -> int:
-    """Total minus the token table wte and the position table wpe.
+    """Total minus the vocabulary tables: the token table wte, the position table wpe, and an untied LM head.
 
     How this relates to the usual "N":
-    * Kaplan et al.'s N also leaves out every embedding, but it is the idealised 2·d·L·(2·d_attn + d_ff), with
-      no biases and no norms; this count keeps biases, norms (ln_f included) and, for an untied model, the
-      LM head (a matmul weight, not a lookup). For a GPT-2 it is Kaplan's N plus L·13·C + 2·C.
+    * Kaplan et al.'s N also leaves out the embedding and the unembedding, but it is the idealised
+      2·d·L·(2·d_attn + d_ff), with no biases and no norms; this count keeps biases and norms (ln_f included).
+      For a GPT-2 it is Kaplan's N plus L·13·C + 2·C.
     * nanoGPT's `get_num_params(non_embedding=True)` subtracts only wpe and keeps the tied wte, because it
       serves as the LM head's weights. For tied models, nanoGPT's number = this + V·C.
     * Gemma's report calls 1,981,884,416 the 2B model's non-embedding count: this function's value.
     """
-    C = cfg.d_model
-    wpe = cfg.n_ctx * C if cfg.position == "learned" else 0
-    return num_params(cfg) - cfg.vocab_size * C - wpe
+    parts = param_breakdown(cfg)
+    return parts["total"] - parts["embedding"] - parts["lm_head"]
 
 
 def matmul_params(cfg: Config) -> int:
@@ -223,7 +222,7 @@ def _norm_bwd(cfg: Config, name: str, N: int, s: int, residual: bool) -> OpCost:
     acts = (2 + int(residual)) * N * C * s + stats * N * s
     return _cost(name, "norm", flops,
                  reads=(("activations", acts), ("weights", C * s)),
-                 writes=(("activations", N * C * s), ("gradients", stats * C * s if ln else C * s)))
+                 writes=(("activations", N * C * s), ("gradients", (2 if ln else 1) * C * s)))   # dw (and db)
 
 
 def _linear_fwd(name: str, N: int, K: int, M: int, bias: bool, s: int) -> OpCost:
@@ -595,7 +594,7 @@ def activation_sizes(cfg: Config, B: int, T: int, dtype="float32", kv_len: int |
     keys (default T): the candidates for "the largest activation"."""
     _check_bt(cfg, B, T)
     C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
-    S = T if kv_len is None else kv_len
+    S = T if kv_len is None else _positive_int("kv_len", kv_len)
     s = itemsize(dtype)
     N = B * T
     return {"residual": N * C * s,          # (B, T, C): embedding, norms, residual adds, down projection
@@ -609,9 +608,10 @@ def activation_sizes(cfg: Config, B: int, T: int, dtype="float32", kv_len: int |
 
 def inference_memory(cfg: Config, B: int, T: int, dtype="float32", kv_len: int | None = None) -> dict[str, int]:
     """Serving memory, Rush's way: the weights, the KV cache for kv_len positions (default T) per sequence, and
-    the largest single activation of a forward over (B, T) tokens (an unfused forward frees each activation
-    once the next op has consumed it, so one at a time dominates). Full logits (B, T, V), as model.forward
-    returns them; a prefill that keeps only the last row needs B·V instead."""
+    the largest single activation of a forward over (B, T) tokens. An unfused forward frees each activation
+    once the next op has consumed it, so only a few are alive at once: minitx's measured inference peak is
+    2-3 times this largest one (minitx.memory), never the sum that training keeps. Full logits (B, T, V), as
+    model.forward returns them; a prefill that keeps only the last row needs B·V instead."""
     S = T if kv_len is None else kv_len
     parts = {"weights": param_bytes(cfg, dtype), "kv_cache": kv_cache_bytes(cfg, B, S, dtype),
              "largest_activation": max(activation_sizes(cfg, B, T, dtype, kv_len).values())}
@@ -628,7 +628,7 @@ def kv_bytes_per_token(cfg: Config, dtype="float32") -> int:
 
 def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32") -> int:
     """The cache for B sequences of S positions: 2·L·KV·HS·S·B·itemsize."""
-    return kv_bytes_per_token(cfg, dtype) * S * B
+    return kv_bytes_per_token(cfg, dtype) * _positive_int("S", S) * _positive_int("B", B)
 
 
 # ==============================================================================================================
@@ -652,7 +652,7 @@ def approx_forward_flops_2P(cfg: Config, tokens: int, n_params: int | None = Non
     P defaults to num_params(cfg). Kaplan uses the non-embedding N (non_embedding_params, roughly); the exact
     matmul count is 2·matmul_params per token, plus attention's 4·L·T·Q (see attention_flops_palm)."""
     P = num_params(cfg) if n_params is None else n_params
-    return 2 * P * tokens
+    return 2 * P * _positive_int("tokens", tokens)
 
 
 def approx_training_flops_6P(cfg: Config, tokens: int, n_params: int | None = None) -> int:
@@ -661,7 +661,7 @@ def approx_training_flops_6P(cfg: Config, tokens: int, n_params: int | None = No
     Drops attention's context-dependent term, the non-matmul ops and the optimizer. Sources disagree on N:
     Kaplan non-embedding, nanoGPT params − wpe, llm.c all params (this default), Chinchilla all + embeddings."""
     P = num_params(cfg) if n_params is None else n_params
-    return 6 * P * tokens
+    return 6 * P * _positive_int("tokens", tokens)
 
 
 def attention_flops_kaplan(cfg: Config, T: int) -> int:
@@ -669,14 +669,14 @@ def attention_flops_kaplan(cfg: Config, T: int) -> int:
     llm.c uses this (×3 for training: 6·L·C·T). Half of PaLM's: it matches counting only QKᵀ, or both QKᵀ and
     A·V over the causal half; the paper does not say which."""
     _require_config(cfg)
-    return 2 * cfg.n_layers * T * cfg.q_dim
+    return 2 * cfg.n_layers * _positive_int("T", T) * cfg.q_dim
 
 
 def attention_flops_palm(cfg: Config, T: int) -> int:
     """PaLM / nanoGPT / Chinchilla / Scaling Book: 4·L·T·d_attn forward FLOPs per token (QKᵀ and A·V, each
     2·T·d per layer, over the full T×T). minitx's scores + mix count exactly this: 4·L·T·NH·HS per token."""
     _require_config(cfg)
-    return 4 * cfg.n_layers * T * cfg.q_dim
+    return 4 * cfg.n_layers * _positive_int("T", T) * cfg.q_dim
 
 
 def palm_training_flops_per_token(cfg: Config, T: int, n_params: int | None = None) -> int:
@@ -707,6 +707,12 @@ def mixed_precision_training_bytes(cfg: Config, recipe: str = "mixed") -> int:
     if recipe not in TRAINING_RECIPES:
         raise ValueError(f"recipe {recipe!r} is unknown; choose one of {', '.join(TRAINING_RECIPES)}")
     return sum(TRAINING_RECIPES[recipe].values()) * num_params(cfg)
+
+
+def _positive_int(arg: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{arg}={value!r} must be a positive integer")
+    return value
 
 
 def _require_config(cfg) -> None:

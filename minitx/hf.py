@@ -72,8 +72,7 @@ class NameMap:
 def hf_family(cfg: Config) -> str:
     """"gpt2" or "llama" (Llama, Mistral, Gemma): the HF layout that can hold `cfg`, or ValueError if none can."""
     gpt2 = dict(position="learned", norm="layernorm", mlp="standard", activation="gelu_tanh", bias=True,
-                n_kv_heads=cfg.n_heads, head_dim=cfg.d_model // cfg.n_heads, embed_scale=False,
-                norm_unit_offset=False)
+                n_kv_heads=cfg.n_heads, q_dim=cfg.d_model, embed_scale=False, norm_unit_offset=False)
     llama = dict(position="rope", norm="rmsnorm", mlp="gated", bias=False)
     for family, needs in (("gpt2", gpt2), ("llama", llama)):
         if all(getattr(cfg, field) == value for field, value in needs.items()):

@@ -16,8 +16,9 @@ The closed forms live in `minitx.formulas`; this module only measures, so the tw
 
 Why the two differ by so much: a training forward must keep every op's input (or output) until the backward
 consumes it, so its memory grows with the number of layers; inference frees each activation as soon as the
-next op has read it, so only a few arrays are alive at any moment. Inference needs only about the largest
-activation (plus the weights and, when decoding, the KV cache), training needs all of them at once.
+next op has read it, so only a few arrays are alive at any moment: the measured peak is about 2-3 times the
+largest single activation (an op's input and output, next to the residual stream), whatever the depth, plus
+the weights and, when decoding, the KV cache. Training needs all of them at once.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import Config
-from .counting import phase
+from .counting import counting, nbytes, phase, record
 from .ops.activations import activation_backward, activation_forward
 from .ops.attention import (merge_backward, merge_forward, mix_backward, mix_forward, rope_tables,
                             scores_backward, scores_forward, softmax_backward, softmax_forward, split_backward,
@@ -277,7 +277,6 @@ def _positions(B: int, T: int) -> np.ndarray:
 
 def _select_rows(x: np.ndarray, last: np.ndarray) -> np.ndarray:
     """x (B, T, C), last (B,) -> (B, C): each sequence's row `last[b]` (prefill only needs the newest logits)."""
-    from .counting import counting, nbytes, record
     out = x[np.arange(x.shape[0]), last]
     if counting():
         record("select_last", "layout", 0, reads=(("activations", nbytes(out, last)),),

@@ -208,8 +208,8 @@ class Roofline:
         if key not in groups:
             raise ValueError(f"table(key={key!r}): key must be op, phase or name")
         return group_table(list(groups[key]().values()) + [self.total()], key,
-                           f"{self.hardware.name}, {self.dtype}: peak {self.peak / 1e12:.4g} TFLOP/s, "
-                           f"{self.bandwidth / 1e9:.4g} GB/s, ridge {self.ridge:.1f} FLOP/B")
+                           f"{self.hardware.name}, {self.dtype}: peak {fixed(self.peak / 1e12, 3)} TFLOP/s, "
+                           f"{fixed(self.bandwidth / 1e9, 1)} GB/s, ridge {self.ridge:,.1f} FLOP/B")
 
     def to_dict(self) -> dict:
         return {"hardware": self.hardware.name, "dtype": self.dtype, "peak_flops": self.peak,
@@ -219,15 +219,52 @@ class Roofline:
                 "ops": [o.to_dict() for o in self.ops]}
 
 
+# ---- number formatting for the text tables (JSON keeps the raw numbers) --------------------------------------
+
+FLOP_UNITS = (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3), ("FLOP", 1.0))
+BYTE_UNITS = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0))
+TIME_UNITS = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
+
+
+def pick_unit(largest: float, units: tuple[tuple[str, float], ...]) -> tuple[str, float]:
+    """The largest unit in which `largest` is at least 1 (units from large to small): 19,070 µs reads 19.070 ms."""
+    for name, scale in units:
+        if abs(largest) >= scale:
+            return name, scale
+    return units[-1]
+
+
+def fixed(x: float, decimals: int = 3) -> str:
+    """Fixed decimals with thousands separators, never scientific notation: 12,950.123, 0.005; a positive value
+    that would round to zero prints as "<0.001" (0 itself as "0"), an infinite one as "inf"."""
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "-inf" if x < 0 else "nan"
+    smallest = 10.0 ** -decimals
+    if abs(x) < smallest / 2:
+        return ("<" if x > 0 else ">-") + f"{smallest:.{decimals}f}"
+    return f"{x:,.{decimals}f}"
+
+
 def group_table(groups: list[Group], key: str, title: str) -> str:
-    head = (f"{key:<20} {'GFLOP':>11} {'MB moved':>11} {'FLOP/B':>8} {'compute ms':>11} {'memory ms':>11} "
-            f"{'roofline ms':>12} {'bound':>8}")
-    lines = [title, "(times: compute = FLOPs/peak, memory = bytes/bandwidth, roofline = Σ per-op max; "
-                    "MB = 1e6 bytes)", head, "-" * len(head)]
+    """Groups as a text table. The units are chosen per table from the last row (the total, as the callers
+    pass it): TFLOP or GFLOP or MFLOP, GB or MB or kB, ms or µs; every number with fixed decimals."""
+    last = groups[-1] if groups else None
+    f_unit, f_scale = pick_unit(last.flops if last else 0, FLOP_UNITS)
+    b_unit, b_scale = pick_unit(last.bytes if last else 0, BYTE_UNITS)
+    t_unit, t_scale = pick_unit(max((g.time for g in groups), default=0.0), TIME_UNITS[1:])
+    head = (f"{key:<20} {f_unit:>12} {b_unit + ' moved':>12} {'FLOP/B':>9} {'compute ' + t_unit:>12} "
+            f"{'memory ' + t_unit:>12} {'roofline ' + t_unit:>13} {'bound':>8}")
+    lines = [title, f"(times: compute = FLOPs/peak, memory = bytes/bandwidth, roofline = Σ per-op max; "
+                    f"{b_unit} = {b_scale:g} bytes)" if b_scale > 1 else
+             "(times: compute = FLOPs/peak, memory = bytes/bandwidth, roofline = Σ per-op max)", head,
+             "-" * len(head)]
     for g in groups:
-        ai = f"{g.intensity:8.2f}" if g.bytes else "       -"
-        lines.append(f"{g.key:<20} {g.flops / 1e9:>11.4g} {g.bytes / 1e6:>11.4g} {ai} {g.t_compute * 1e3:>11.4g} "
-                     f"{g.t_memory * 1e3:>11.4g} {g.time * 1e3:>12.4g} {g.bound:>8}")
+        ai = f"{fixed(g.intensity, 2):>9}" if g.bytes else f"{'-':>9}"
+        lines.append(f"{g.key:<20} {fixed(g.flops / f_scale):>12} {fixed(g.bytes / b_scale):>12} {ai} "
+                     f"{fixed(g.t_compute / t_scale):>12} {fixed(g.t_memory / t_scale):>12} "
+                     f"{fixed(g.time / t_scale):>13} {g.bound:>8}")
     return "\n".join(lines)
 
 
@@ -354,7 +391,7 @@ def decode_floor(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", b
         weight_bytes = P * s
     else:
         weight_bytes = (P - _gathered_params(cfg) + B * _gathered_rows(cfg) * cfg.d_model) * s
-    kv = formulas.kv_cache_bytes(cfg, B, S, name)
+    kv = formulas.kv_bytes_per_token(cfg, name) * S * B       # S = 0: an empty cache reads nothing
     flops = 2 * B * P
     return DecodeFloor(B, S, weight_bytes, kv, flops, weight_bytes / hw.bandwidth, kv / hw.bandwidth,
                        flops / hw.peak(hw_dtype(name)), embedding)
@@ -468,7 +505,8 @@ def memory_needed(cfg: Config, dtype: Any, batch: int, context: int) -> int:
     """Weights + KV cache for `batch` sequences of `context` tokens, bytes. Activations are left out (one
     layer's worth, small next to these at serving sizes)."""
     name = dtype_name(dtype)
-    return formulas.param_bytes(cfg, name) + formulas.kv_cache_bytes(cfg, batch, context, name)
+    B, S = positive_int("batch", batch), positive_int("context", context, 0)
+    return formulas.param_bytes(cfg, name) + formulas.kv_bytes_per_token(cfg, name) * S * B
 
 
 def max_batch(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", context: int = 2048) -> int:

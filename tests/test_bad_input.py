@@ -171,13 +171,16 @@ def test_config_unknown_field():
 
 
 def test_replace_derives_the_derived_sizes_again():
-    """replace() recomputes the sizes that were derived (n_kv_heads, head_dim, d_ff), and keeps those given."""
+    """replace() recomputes n_kv_heads, head_dim and d_ff when they hold their default value, and keeps the others;
+    a config that went through to_dict/from_dict (as a checkpoint does) behaves the same."""
     wider = CFG.replace(d_model=16)
     assert (wider.head_dim, wider.d_ff, wider.n_kv_heads) == (8, 64, 2)
     assert wider == Config(name="test-bad", vocab_size=10, n_ctx=6, d_model=16, n_layers=1, n_heads=2)
     llama = Config.preset("llama-2-7b").replace(n_heads=64)
     assert (llama.n_kv_heads, llama.head_dim, llama.d_ff) == (64, 64, 11008)   # d_ff was given: kept
     assert Config.preset("llama-2-70b").replace(n_layers=2).n_kv_heads == 8     # given: kept
+    reloaded = Config.from_dict(CFG.to_dict())
+    assert reloaded.replace(d_model=16) == wider and reloaded.replace(n_heads=4).n_kv_heads == 4
 
 
 def test_config_is_frozen():

@@ -39,8 +39,7 @@ ANY_CONFIG = st.one_of(configs(), configs(family="any"))
 # ---- helpers -------------------------------------------------------------------------------------------------
 
 def measured(counter: Counter) -> dict[str, dict[str, tuple]]:
-    """{phase: {name: (op, flops, macs, reads, writes)}} in record order; a category may appear twice in one
-    record (the training split writes q and k/v, both activations): summed, as formulas.OpCost does."""
+    """{phase: {name: (op, flops, macs, reads, writes)}} in record order, reads and writes as {category: bytes}."""
     out: dict[str, dict[str, tuple]] = {}
     for r in counter.records:
         names = out.setdefault(r.phase, {})
@@ -136,7 +135,8 @@ def test_param_counts_equal_the_allocated_model(cfg):
     breakdown = formulas.param_breakdown(cfg)
     assert breakdown == {**parts, "total": model.num_params()}
     sizes = {spec.name: spec.size for spec in model.table}
-    assert formulas.non_embedding_params(cfg) == model.num_params() - sizes["wte"] - sizes.get("wpe", 0)
+    vocabulary_tables = sizes["wte"] + sizes.get("wpe", 0) + sizes.get("lm_head.w", 0)
+    assert formulas.non_embedding_params(cfg) == model.num_params() - vocabulary_tables
     # matmul parameters: every linear layer's w, and the head once (wte itself when tied)
     matmul = sum(n for name, n in sizes.items() if name.endswith((".qkv.w", ".proj.w", ".up.w", ".down.w")))
     matmul += sizes["wte"] if cfg.tie_embeddings else sizes["lm_head.w"]

@@ -311,9 +311,8 @@ def test_cached_flops_grow_linearly_recompute_quadratically():
     # ~linear growth: ratio / (t + 1) stays within a narrow band (it would be exactly 1 if the matmuls were all)
     per_t = ratio / (np.array(lengths) + 1)
     assert per_t.min() > 0.8 and per_t.max() < 2.0, per_t
-    if formulas is not None and hasattr(formulas, "decode_step"):
-        assert cached[16] == sum(c.flops for c in formulas.decode_step(cfg, 1, 16).values())
-        assert full[16] == sum(c.flops for c in formulas.recompute_step(cfg, 1, 16).values())
+    assert cached[16] == sum(c.flops for c in formulas.decode_step(cfg, 1, 16).values())
+    assert full[16] == sum(c.flops for c in formulas.recompute_step(cfg, 1, 16).values())
 
 
 # ---- sampling and streaming ----------------------------------------------------------------------------------
@@ -428,6 +427,17 @@ def test_prefill_and_decode_reject_bad_input():
     assert np.array_equal(before, cache.buffer) and cache.lengths.tolist() == [6, 5]   # nothing overwritten
     cache.reset()
     assert cache.lengths.tolist() == [0, 0] and not cache.buffer.any()
+    # a cache made for a longer context than the model's would let positions run past the model's position
+    # (or RoPE) tables: refused before any kernel runs
+    long_cache = KVCache(GPT2.replace(n_ctx=2 * GPT2.n_ctx), 2, 2 * GPT2.n_ctx, "float64")
+    with pytest.raises(ValueError, match="n_ctx"):
+        model.prefill([[1, 2], [3, 4]], long_cache)
+    # cache.lengths is public: a corrupted one (negative, or past max_len) is refused, never used as an index
+    model.prefill([[1, 2], [3, 4]], cache)
+    for bad in ([-1, 2], [2, 7]):
+        cache.lengths[:] = bad
+        with pytest.raises(ValueError, match="cache.lengths"):
+            model.decode([1, 2], cache)
     # a cache as long as the context: decode refuses the (n_ctx + 1)-th token
     full = KVCache(GPT2, 1, GPT2.n_ctx, "float64")
     model.prefill(np.ones((1, GPT2.n_ctx), dtype=np.int64), full)

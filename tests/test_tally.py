@@ -76,7 +76,6 @@ def _unary(fn):
     return wrapped
 
 
-# (tanh is counted too, though no kernel calls it since GELU moved to its σ form)
 exp, log, sqrt, tanh = (_unary(f) for f in (math.exp, math.log, math.sqrt, math.tanh))
 
 
@@ -353,29 +352,29 @@ def test_rmsnorm_backward_unit_offset():
     (tdx, tdw), ops = count_loop(rmsnorm_bwd_loop, tallied(dout), tallied(x), tallied(cache.w_eff), None)
     close(tdx, dx)
     close(tdw, dw)
-    assert ops == flops      # today: flops == ops + C
+    assert ops == flops
 
 
 # ---- activations ---------------------------------------------------------------------------------------------
-# The kernels compute GELU as x·σ(2z), σ(2z) = 1 / (1 + exp(-2z)) = 0.5·(1 + tanh z), z = k·(x + c·x³).
-K2, KM2, C3 = 2.0 * GELU_K, -2.0 * GELU_K, 3.0 * GELU_C      # constants: folded, free
+# The kernels' GELU (ops/activations.py `_gelu`): t = tanh(k·(x³·c + x)), gelu = 0.5·x·(1 + t),
+# gelu' = 0.5·(1 + t) + x·(0.5·k)·(1 − t²)·(1 + 3c·x²). A tanh is 1 FLOP however it is evaluated (float64 here:
+# the exact np.tanh; a float32 model evaluates a rational approximation, counted the same).
+HK, C3 = 0.5 * GELU_K, 3.0 * GELU_C      # constants: folded, free
 
 
-def gelu_sigma(x):
-    u = x * x * x * GELU_C + x               # 4
-    return 1.0 / (1.0 + exp(u * KM2))        # 4
+def gelu_t(x):
+    return tanh(GELU_K * (x * x * x * GELU_C + x))           # 5 + tanh 1
 
 
-def gelu_grad(x, s):
-    return s + K2 * (x * s) * (1.0 - s) * (1.0 + C3 * (x * x))    # 9
+def gelu_value(x, t):
+    return 0.5 * x * (1.0 + t)                                # 3
 
 
-def test_gelu_tanh_form_is_the_sigmoid_form():
-    # the identity the kernels rely on, checked on the plain floats the tally loops use (the tanh form
-    # cancels in 1 + tanh z far out on the negative side, hence the absolute tolerance)
-    for x in np.linspace(-6, 6, 25):
-        z = GELU_K * (x + GELU_C * x ** 3)
-        assert 0.5 * x * (1.0 + math.tanh(z)) == pytest.approx(x * gelu_sigma(x), rel=1e-12, abs=1e-14)
+def gelu_half_and_grad(x, t):
+    """(0.5·(1 + t), gelu'): the half is shared by the value and the derivative."""
+    half_1pt = 0.5 * (1.0 + t)                                # 2
+    sech2 = 1.0 - t * t                                       # 2
+    return half_1pt, half_1pt + x * HK * sech2 * (1.0 + C3 * (x * x))   # 7
 
 
 def act_fwd_loop(u, kind):
@@ -385,10 +384,10 @@ def act_fwd_loop(u, kind):
     for i in range(n):
         for j in range(F):
             if kind == "gelu_tanh":
-                out[i, j] = u[i, j] * gelu_sigma(u[i, j])                     # 9
+                out[i, j] = gelu_value(u[i, j], gelu_t(u[i, j]))              # 6 + 3 = 9
             elif kind == "geglu":
                 g, up = u[i, j], u[i, F + j]
-                out[i, j] = g * gelu_sigma(g) * up                            # 10
+                out[i, j] = gelu_value(g, gelu_t(g)) * up                     # 10
             else:
                 g, up = u[i, j], u[i, F + j]
                 out[i, j] = g / (1.0 + exp(-g)) * up                          # 5
@@ -396,8 +395,8 @@ def act_fwd_loop(u, kind):
 
 
 def act_bwd_loop(dout, u, kind):
-    """The kernels' literal expressions. GeGLU evaluates x·σ twice (once for the output a, once inside the
-    derivative): 21 as written; a loop that reused it would count 20."""
+    """The kernels' literal expressions (`_gelu` returns the value x·half and the derivative; the plain GELU
+    backward uses only the derivative, so the value's multiply is not executed there)."""
     n, F = dout.shape
     du = np.empty(u.shape, dtype=object)
     for i in range(n):
@@ -405,12 +404,13 @@ def act_bwd_loop(dout, u, kind):
             dy = dout[i, j]
             if kind == "gelu_tanh":
                 x = u[i, j]
-                du[i, j] = dy * gelu_grad(x, gelu_sigma(x))                   # 8 + 9 + 1 = 18
+                _, grad = gelu_half_and_grad(x, gelu_t(x))                    # 6 + 11
+                du[i, j] = dy * grad                                          # + 1 = 18
                 continue
             g, up = u[i, j], u[i, F + j]
             if kind == "geglu":
-                s = gelu_sigma(g)
-                a, da = g * s, gelu_grad(g, s)                                # 8 + 1 + 9
+                half_1pt, da = gelu_half_and_grad(g, gelu_t(g))               # 6 + 11
+                a = g * half_1pt                                              # + 1
             else:
                 sig = 1.0 / (1.0 + exp(-g))                                   # 4
                 a, da = g * sig, sig * (1.0 + g * (1.0 - sig))                # 1 + 4

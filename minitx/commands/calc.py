@@ -153,8 +153,9 @@ UNITS = "units: GB = 1e9 bytes, GiB = 2^30 bytes; M = 1e6, B = 1e9"
 def add_arguments_params(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--non-embedding", action="store_true",
-                   help="lead with the count that leaves out the token and position tables (Kaplan's N, the "
-                        "number a model like 'Gemma 2B' is named by)")
+                   help="lead with the non-embedding count: the total without the token table, the position "
+                        "table and an untied LM head (Kaplan's N leaves out embedding and unembedding; the number "
+                        "a model like 'Gemma 2B' is named by)")
 
 
 def params_data(cfg: Config) -> dict:
@@ -166,9 +167,21 @@ def params_data(cfg: Config) -> dict:
         "non_embedding": F.non_embedding_params(cfg),
         "breakdown": {k: v for k, v in parts.items() if k != "total"},
         "embedding_tables": {"wte": cfg.vocab_size * C, "wpe": wpe},
+        "vocab_tables": parts["embedding"] + parts["lm_head"],
         "matmul_params": F.matmul_params(cfg),
         "approx_12Ld2": F.approx_params_12Ld2(cfg), "approx_12Ld2_plus_Vd": F.approx_params_12Ld2(cfg, True),
     }
+
+
+def _left_out(cfg: Config, data: dict) -> str:
+    """What the non-embedding count subtracts from the total, in words ("total − wte − untied lm_head")."""
+    wte, wpe = data["embedding_tables"]["wte"], data["embedding_tables"]["wpe"]
+    head = data["breakdown"]["lm_head"]
+    gone = data["total"] - data["non_embedding"]
+    for terms in ((("wte", wte), ("wpe", wpe), ("untied lm_head", head)), (("wte", wte), ("wpe", wpe))):
+        if sum(v for _, v in terms) == gone:
+            return "total" + "".join(f" − {name}" for name, v in terms if v)
+    return f"total − {gone:,}"
 
 
 def params(args) -> int:
@@ -178,7 +191,7 @@ def params(args) -> int:
     if args.json:
         _print_json(data)
         return 0
-    total, non_emb = data["total"], data["non_embedding"]
+    total, non_emb, vocab = data["total"], data["non_embedding"], data["vocab_tables"]
     wte, wpe = data["embedding_tables"]["wte"], data["embedding_tables"]["wpe"]
     print(describe(cfg))
     notes = {
@@ -190,23 +203,25 @@ def params(args) -> int:
         "norm": f"{cfg.norm} scales" + (" and shifts" if cfg.norm == "layernorm" else "") + ", 2 per layer + final",
         "lm_head": "tied to wte: no extra parameters" if cfg.tie_embeddings else "untied: its own V × d matrix",
     }
-    base = non_emb if args.non_embedding else total
-    print(f"  {'':<24}{'parameters':>16}  {'share':>6}")
-    for name, value in data["breakdown"].items():
-        if args.non_embedding and name == "embedding":
-            continue
-        print(f"  {name:<24}{value:>16,}  {100 * value / base:5.1f}%   {notes[name]}")
-    lines = [("total", total, f"{human_count(total)}: every stored parameter, each once")]
-    lines.append(("non-embedding", non_emb, f"{human_count(non_emb)}: total − wte − wpe; the embeddings are "
-                                            f"{100 * (total - non_emb) / total:.1f}% of the total"))
     if args.non_embedding:
-        lines.reverse()
+        print(f"non-embedding parameters: {non_emb:,} ({human_count(non_emb)}) = {_left_out(cfg, data)}")
+    print(f"  {'':<24}{'parameters':>16}  {'% of total':>10}")
+    for name, value in data["breakdown"].items():
+        print(f"  {name:<24}{value:>16,}  {100 * value / total:9.1f}%   {notes[name]}")
+    tables = ("wte (tied: also the LM head)" if cfg.tie_embeddings else "wte + untied lm_head") + (
+        " + the position table wpe" if wpe else "")
+    lines = [("total", total, f"{human_count(total)}: every stored parameter, each once"),
+             ("non-embedding", non_emb, f"{human_count(non_emb)}: {_left_out(cfg, data)} (Kaplan's N leaves "
+                                        "out embedding and unembedding)"),
+             ("vocabulary tables", vocab, f"{human_count(vocab)}: {tables}")]
+    if args.non_embedding:
+        lines[0], lines[1] = lines[1], lines[0]
     for label, value, note in lines:
-        print(f"  {label:<24}{value:>16,}  {100 * value / base:5.1f}%   {note}")
+        print(f"  {label:<24}{value:>16,}  {100 * value / total:9.1f}%   {note}")
     approx = data["approx_12Ld2"]
     caveat = "" if (cfg.mlp == "standard" and cfg.n_kv_heads == cfg.n_heads and cfg.q_dim == cfg.d_model) else \
         "; it assumes multi-head attention with NH·HS = d and an ungated 4·d MLP"
-    print(f"  {'12·L·d² rule of thumb':<24}{approx:>16,}  {'':>6}   {human_count(approx)}: "
+    print(f"  {'12·L·d² rule of thumb':<24}{approx:>16,}  {'':>10}   {human_count(approx)}: "
           f"{100 * (approx / non_emb - 1):+.1f}% vs non-embedding{caveat}")
     print(UNITS)
     return 0
@@ -228,13 +243,18 @@ def add_arguments_memory(p: argparse.ArgumentParser) -> None:
 def memory_data(cfg: Config, dtype: str, B: int, T: int, train: bool, recipe: str) -> dict:
     P = F.num_params(cfg)
     if not train:
+        # A server's prefill computes the logits of the last row only (B·V), not all T rows (B·T·V): the largest
+        # activation is the largest of the per-layer ones and B·V. A full forward's is reported beside it.
         mem = F.inference_memory(cfg, B, T, dtype)
-        sizes = F.activation_sizes(cfg, B, T, dtype)
+        full = F.activation_sizes(cfg, B, T, dtype)
+        sizes = dict(full, logits=B * cfg.vocab_size * F.itemsize(dtype))
         largest = max(sizes, key=sizes.get)
+        full_largest = max(full, key=full.get)
+        parts = {"weights": mem["weights"], "kv_cache": mem["kv_cache"], "activations": sizes[largest]}
         return {"model": cfg.name, "mode": "inference", "dtype": dtype, "batch": B, "seq": T, "params": P,
-                "parts": {"weights": mem["weights"], "kv_cache": mem["kv_cache"],
-                          "activations": mem["largest_activation"]},
-                "largest_activation": largest, "total": mem["total"]}
+                "parts": parts, "largest_activation": largest,
+                "full_forward_largest_activation": {"name": full_largest, "bytes": full[full_largest]},
+                "total": sum(parts.values())}
     r = RECIPES[recipe]
     per_param = {k: r.get(k, 0) for k in ("weights", "master_weights", "gradients", "optimizer_state")}
     parts = {"weights": (per_param["weights"] + per_param["master_weights"]) * P,
@@ -244,6 +264,16 @@ def memory_data(cfg: Config, dtype: str, B: int, T: int, train: bool, recipe: st
     return {"model": cfg.name, "mode": "training", "dtype": dtype, "batch": B, "seq": T, "params": P,
             "recipe": recipe, "recipe_label": r["label"], "bytes_per_param": sum(per_param.values()),
             "parts": parts, "total": sum(parts.values())}
+
+
+ACTIVATION_NAMES = {"residual": "the residual stream, B·T·d", "qkv": "q, k and v, B·T·(NH + 2·KV)·HS",
+                    "heads": "the heads, B·T·NH·HS", "scores": "attention scores, B·NH·T²",
+                    "mlp_up": "the MLP's up projection, B·T·d_ff (× 2 when gated)",
+                    "mlp_act": "the MLP's activation, B·T·d_ff", "logits": "the last row's logits, B·V"}
+
+
+def _activation_name(data: dict) -> str:
+    return ACTIVATION_NAMES.get(data["largest_activation"], data["largest_activation"])
 
 
 def memory(args) -> int:
@@ -264,8 +294,9 @@ def memory(args) -> int:
         notes = {"weights": f"P × {s} B = {P:,} × {s}",
                  "kv_cache": f"2·L·KV·HS·T·B × {s} B = "
                              f"2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{T}·{B} × {s}",
-                 "activations": f"the largest single activation ({data['largest_activation']}); an unfused "
-                                "forward frees each one after use"}
+                 "activations": f"the prefill's largest single activation ({_activation_name(data)}); the "
+                                "measured peak of an unfused forward is a few times this (minitx check measures "
+                                "2–2.5x)"}
     else:
         bpp = data["bytes_per_param"]
         print(f"training memory, recipe '{args.recipe}' ({bpp} bytes per parameter): {data['recipe_label']}")
@@ -280,6 +311,12 @@ def memory(args) -> int:
     for name, value in parts.items():
         print(f"  {name:<16}{value:>20,} B  {human_bytes(value):>24}   {notes[name]}")
     print(f"  {'total':<16}{data['total']:>20,} B  {human_bytes(data['total']):>24}")
+    if data["mode"] == "inference":
+        full = data["full_forward_largest_activation"]
+        if full["bytes"] != parts["activations"]:
+            what = "the logits of all T rows, B·T·V" if full["name"] == "logits" else full["name"]
+            print(f"  (a full forward that returns all T logits, as model.forward does, peaks at a larger activation: "
+                  f"{what} = {full['bytes']:,} B, {human_bytes(full['bytes'])})")
     print(UNITS)
     return 0
 

@@ -12,12 +12,15 @@ import argparse
 import codecs
 import sys
 
+DEFAULT_MAX_NEW_TOKENS = 200   # without --max-new-tokens: this many, or as many as fit the context if fewer
+
 
 def add_arguments_main(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by `minitx train`")
     parser.add_argument("--prompt", required=True, metavar="TEXT", help="text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
-                        help="tokens to generate at most (default 200; prompt + N must fit the model's context)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                        help="tokens to generate at most (default: 200, or as many as fit the model's context "
+                             "after the prompt if fewer; prompt + N must fit the context)")
     parser.add_argument("--temperature", type=float, default=0.8, metavar="T",
                         help="0 for greedy; higher is more random (default 0.8)")
     parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample only from the K likeliest")
@@ -31,7 +34,13 @@ def main(args: argparse.Namespace) -> int:
     from ..data import ByteTokenizer
     from ..decode import stream
 
-    loaded = load_model(args.checkpoint)          # (model, optimizer or None, meta)
+    try:
+        loaded = load_model(args.checkpoint)      # (model, optimizer or None, meta)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint {args.checkpoint!r} not found (`minitx train --out PATH` writes one)") \
+            from None
+    except IsADirectoryError:
+        raise ValueError(f"checkpoint {args.checkpoint!r} is a directory; give the checkpoint file") from None
     model, meta = loaded[0], loaded[-1]
     if meta.get("tokenizer") != "bytes":
         raise ValueError(f"{args.checkpoint}: tokenizer {meta.get('tokenizer')!r} is not supported "
@@ -42,6 +51,17 @@ def main(args: argparse.Namespace) -> int:
     if args.prompt == "":
         raise ValueError("--prompt is empty: give some text to continue")
     ids = ByteTokenizer().encode(args.prompt)
+    n_ctx = model.cfg.n_ctx
+    room = n_ctx - len(ids)
+    if room < 1:
+        raise ValueError(f"the prompt has {len(ids)} tokens (bytes), which leaves no room in the model's context "
+                         f"of n_ctx={n_ctx} tokens; shorten the prompt")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, room)
+    elif args.max_new_tokens > room:
+        raise ValueError(f"the prompt has {len(ids)} tokens (bytes); with --max-new-tokens {args.max_new_tokens} "
+                         f"that is {len(ids) + args.max_new_tokens} > the model's context n_ctx={n_ctx} (at most "
+                         f"{room} new tokens fit; leave --max-new-tokens out to generate as many)")
     # stream() checks every argument before the first token, so bad input fails before anything is printed
     tokens = stream(model, [ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, seed=args.seed)

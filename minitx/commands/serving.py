@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -64,11 +65,33 @@ def _add_hardware_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", type=float, metavar="GB", help="override the memory size, in GB")
 
 
+def _hardware_file(spec: str) -> hw_mod.Hardware:
+    """hardware.get, with any failure to read a .json/.toml file naming the file."""
+    try:
+        return hw_mod.get(spec)
+    except FileNotFoundError:
+        raise ValueError(f"--hw {spec!r}: no such hardware file") from None
+    except (OSError, ValueError, TypeError) as e:
+        if not str(spec).lower().endswith((".json", ".toml")) or str(spec) in str(e):
+            raise
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ValueError(f"--hw {spec!r}: cannot read the hardware file: {reason}") from None
+
+
+def _positive_override(flag: str, value: float | None, unit: str) -> None:
+    """--peak, --bandwidth, --memory: finite and > 0, checked as the user typed them (not converted)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} must be a finite number > 0 (in {unit}), got {value:g}")
+
+
 def _hardware(args) -> hw_mod.Hardware:
     """The --hw preset, with any --bandwidth/--peak/--memory overrides applied (and checked by Hardware)."""
-    base = hw_mod.get(args.hw)
+    base = _hardware_file(args.hw)
     if args.bandwidth is None and args.peak is None and args.memory is None:
         return base
+    _positive_override("--bandwidth", args.bandwidth, "GB/s")
+    _positive_override("--peak", args.peak, "TFLOP/s")
+    _positive_override("--memory", args.memory, "GB")
     peaks = dict(base.peak_flops)
     if args.peak is not None:
         peaks[rl.hw_dtype(args.dtype)] = args.peak * 1e12

@@ -82,6 +82,28 @@ def _config(preset: str, seq: int) -> Config:
     return cfg
 
 
+def machine_memory() -> int:
+    """Bytes of physical memory on this machine (8 GB when the OS does not say)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 8 * 10**9
+    return total if total > 0 else 8 * 10**9
+
+
+def _check_memory(cfg: Config, args, available: int | None = None) -> None:
+    """Refuse, before allocating anything, a run whose training memory (weights, gradients, Adam's m and v, saved
+    activations: formulas.training_memory) exceeds half this machine's memory."""
+    from .. import formulas
+    need = formulas.training_memory(cfg, args.batch, args.seq, args.dtype)["total"]
+    available = machine_memory() if available is None else available
+    if need > available / 2:
+        raise ValueError(f"--preset {args.preset!r} needs about {need / 1e9:,.1f} GB to train at batch {args.batch} "
+                         f"x {args.seq} tokens in {args.dtype} (weights, gradients, Adam's m and v, activations), "
+                         f"more than half of this machine's {available / 1e9:,.1f} GB; choose a smaller preset "
+                         "(tiny-gpt2, small-llama, reference, ...)")
+
+
 def _check_args(args) -> None:
     for flag in ("steps", "batch", "seq", "eval_every", "log_every", "eval_batches"):
         _positive_int("--" + flag.replace("_", "-"), getattr(args, flag))
@@ -131,6 +153,7 @@ def main(args) -> int:
 
     _check_args(args)
     cfg = _config(args.preset, args.seq)
+    _check_memory(cfg, args)
     out = sys.stdout
 
     text = load_corpus()

@@ -125,14 +125,12 @@ def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray,
     if kind == "gelu_tanh":
         out = np.empty_like(u)
         _gelu_fwd(u, out, approx)
-        flops = cv.GELU_FWD * out.size
     else:
-        N, F2 = u.shape
-        out = np.empty((N, F2 // 2), dtype=u.dtype)
+        out = np.empty((u.shape[0], u.shape[1] // 2), dtype=u.dtype)
         _gated_fwd(u, out, kind == "geglu", approx)
-        flops = (cv.GEGLU_FWD if kind == "geglu" else cv.SWIGLU_FWD) * out.size
     if counting():
-        record(name, "activation", flops, reads=(("activations", nbytes(u)),), writes=(("activations", nbytes(out)),))
+        record(name, "activation", _FWD_FLOPS[kind] * out.size, reads=(("activations", nbytes(u)),),
+               writes=(("activations", nbytes(out)),))
     return out, ActCache(u, kind)
 
 
@@ -143,11 +141,14 @@ def activation_backward(dout: np.ndarray, cache: ActCache, name: str) -> np.ndar
     approx = u.dtype == np.float32
     if cache.kind == "gelu_tanh":
         _gelu_bwd(dout, u, du, approx)
-        flops = cv.GELU_BWD * dout.size
     else:
         _gated_bwd(dout, u, du, cache.kind == "geglu", approx)
-        flops = (cv.GEGLU_BWD if cache.kind == "geglu" else cv.SWIGLU_BWD) * dout.size
     if counting():
-        record(name, "activation", flops, reads=(("activations", nbytes(dout, u)),),
+        record(name, "activation", _BWD_FLOPS[cache.kind] * dout.size, reads=(("activations", nbytes(dout, u)),),
                writes=(("activations", nbytes(du)),))
     return du
+
+
+# FLOPs per element of the (N, F) output, by kind (minitx.conventions)
+_FWD_FLOPS = {"gelu_tanh": cv.GELU_FWD, "geglu": cv.GEGLU_FWD, "swiglu": cv.SWIGLU_FWD}
+_BWD_FLOPS = {"gelu_tanh": cv.GELU_BWD, "geglu": cv.GEGLU_BWD, "swiglu": cv.SWIGLU_BWD}

@@ -116,10 +116,10 @@ def split_forward(qkv: np.ndarray, pos: np.ndarray, n_heads: int, n_kv_heads: in
     empty = np.empty((0, HS // 2), dtype=qkv.dtype)
     rope = cos is not None
     _split_fwd(qkv, pos, cos if rope else empty, sin if rope else empty, n_heads, n_kv_heads, q, k_dst, v_dst)
-    kv_written = 2 * B * T * n_kv_heads * HS * qkv.itemsize
-    flops = cv.ROPE * B * T * (n_heads + n_kv_heads) * HS if rope else 0
-    tables = 2 * B * T * (HS // 2) * qkv.itemsize if rope else 0   # one cos row and one sin row per token
     if counting():
+        kv_written = 2 * B * T * n_kv_heads * HS * qkv.itemsize       # one k row and one v row per token
+        flops = cv.ROPE * B * T * (n_heads + n_kv_heads) * HS if rope else 0
+        tables = 2 * B * T * (HS // 2) * qkv.itemsize if rope else 0   # one cos row and one sin row per token
         record(name, "rope" if rope else "layout", flops,
                reads=(("activations", nbytes(qkv, pos)), ("weights", tables)),
                writes=(("activations", nbytes(q)), (kv_category, kv_written)))
@@ -134,9 +134,9 @@ def split_backward(dq: np.ndarray, dk: np.ndarray, dv: np.ndarray, cache: SplitC
     rope = cache.cos is not None
     empty = np.empty((0, HS // 2), dtype=dq.dtype)
     _split_bwd(dq, dk, dv, cache.pos, cache.cos if rope else empty, cache.sin if rope else empty, dqkv)
-    flops = cv.ROPE * B * T * (NH + KV) * HS if rope else 0
-    tables = 2 * B * T * (HS // 2) * dq.itemsize if rope else 0
     if counting():
+        flops = cv.ROPE * B * T * (NH + KV) * HS if rope else 0
+        tables = 2 * B * T * (HS // 2) * dq.itemsize if rope else 0
         record(name, "rope" if rope else "layout", flops,
                reads=(("activations", nbytes(dq, dk, dv, cache.pos)), ("weights", tables)),
                writes=(("activations", nbytes(dqkv)),))
@@ -157,8 +157,8 @@ def scores_forward(q: np.ndarray, k: np.ndarray, name: str,
     B, NH, T, HS = q.shape
     KV, S = k.shape[1], k.shape[2]
     scores = np.matmul(_grouped(q, KV), k.transpose(0, 1, 3, 2)).reshape(B, NH, T, S)
-    macs = B * NH * T * S * HS
     if counting():
+        macs = B * NH * T * S * HS
         record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(q)), (kv_category, nbytes(k))),
                writes=(("activations", nbytes(scores)),))
     return scores, ScoresCache(q, k)
@@ -172,8 +172,8 @@ def scores_backward(dscores: np.ndarray, cache: ScoresCache, name: str) -> tuple
     ds = _grouped(dscores, KV)                              # (B, KV, G·T, S)
     dq = np.matmul(ds, k).reshape(B, NH, T, HS)             # (B, KV, G·T, S) @ (B, KV, S, HS)
     dk = np.matmul(ds.transpose(0, 1, 3, 2), _grouped(q, KV))  # (B, KV, S, G·T) @ (B, KV, G·T, HS): sums the group
-    macs = 2 * B * NH * T * S * HS
     if counting():
+        macs = 2 * B * NH * T * S * HS
         record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(dscores, q, k)),),
                writes=(("activations", nbytes(dq, dk)),))
     return dq, dk
@@ -262,8 +262,8 @@ def mix_forward(probs: np.ndarray, v: np.ndarray, name: str,
     B, NH, T, S = probs.shape
     KV, HS = v.shape[1], v.shape[3]
     out = np.matmul(_grouped(probs, KV), v).reshape(B, NH, T, HS)
-    macs = B * NH * T * S * HS
     if counting():
+        macs = B * NH * T * S * HS
         record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(probs)), (kv_category, nbytes(v))),
                writes=(("activations", nbytes(out)),))
     return out, MixCache(probs, v)
@@ -277,8 +277,8 @@ def mix_backward(dout: np.ndarray, cache: MixCache, name: str) -> tuple[np.ndarr
     d = _grouped(dout, KV)                                           # (B, KV, G·T, HS)
     dprobs = np.matmul(d, v.transpose(0, 1, 3, 2)).reshape(B, NH, T, S)
     dv = np.matmul(_grouped(probs, KV).transpose(0, 1, 3, 2), d)     # (B, KV, S, G·T) @ (B, KV, G·T, HS)
-    macs = 2 * B * NH * T * S * HS
     if counting():
+        macs = 2 * B * NH * T * S * HS
         record(name, "attention", 2 * macs, macs, reads=(("activations", nbytes(dout, probs, v)),),
                writes=(("activations", nbytes(dprobs, dv)),))
     return dprobs, dv

@@ -71,10 +71,10 @@ def embedding_forward(tokens: np.ndarray, pos: np.ndarray | None, wte: np.ndarra
     empty = np.empty((0, C), dtype=wte.dtype)
     _embed_fwd(tokens, pos if pos is not None else tokens, wte, wpe if wpe is not None else empty,
                1.0 if scale is None else scale, out)
-    rows = B * T * C * wte.itemsize                        # one row of C per selected token
-    ids = nbytes(tokens) + (nbytes(pos) if wpe is not None else 0)
-    extra = (wpe is not None) + (scale is not None)        # learned-position add, Gemma scale
     if counting():
+        rows = B * T * C * wte.itemsize                        # one row of C per selected token
+        ids = nbytes(tokens) + (nbytes(pos) if wpe is not None else 0)
+        extra = (wpe is not None) + (scale is not None)        # learned-position add, Gemma scale
         record(name, "embedding", cv.ELEMENTWISE * extra * out.size,
                reads=(("activations", ids), ("weights", rows * (1 + (wpe is not None)))),
                writes=(("activations", nbytes(out)),))
@@ -90,19 +90,17 @@ def embedding_backward(dout: np.ndarray, cache: EmbedCache, dwte: np.ndarray, dw
     B, T, C = dout.shape
     empty = np.empty((0, C), dtype=dout.dtype)
     has_pos = cache.pos is not None
-    zeroed = 0
     if not accumulate_wte:
         dwte[...] = 0.0
-        zeroed += nbytes(dwte)
     if has_pos:
         dwpe[...] = 0.0
-        zeroed += nbytes(dwpe)
     _embed_bwd(dout, cache.tokens, cache.pos if has_pos else cache.tokens, dwte,
                dwpe if has_pos else empty, 1.0 if cache.scale is None else cache.scale)
-    tables = 1 + has_pos
-    rows = B * T * C * dout.itemsize
-    flops = cv.ELEMENTWISE * dout.size * (tables + (cache.scale is not None))
-    ids = nbytes(cache.tokens) + (nbytes(cache.pos) if has_pos else 0)
     if counting():
-        record(name, "embedding", flops, reads=(("activations", nbytes(dout) + ids), ("gradients", rows * tables)),
+        tables = 1 + has_pos
+        rows = B * T * C * dout.itemsize                       # the rows added into, in each table
+        zeroed = (0 if accumulate_wte else nbytes(dwte)) + (nbytes(dwpe) if has_pos else 0)
+        ids = nbytes(cache.tokens) + (nbytes(cache.pos) if has_pos else 0)
+        record(name, "embedding", cv.ELEMENTWISE * dout.size * (tables + (cache.scale is not None)),
+               reads=(("activations", nbytes(dout) + ids), ("gradients", rows * tables)),
                writes=(("gradients", rows * tables + zeroed),))

@@ -28,17 +28,15 @@ class LinearCache(NamedTuple):
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, name: str,
                    transposed: bool = False) -> tuple[np.ndarray, LinearCache]:
     """(N, K) @ (K, M) [+ b (M,)] -> (N, M). With transposed=True, w is (M, K)."""
-    N, K = x.shape
-    wm = w.T if transposed else w
-    M = wm.shape[1]
-    out = x @ wm
+    out = x @ (w.T if transposed else w)
     if b is not None:
         out += b
-    macs = N * K * M
-    flops = 2 * macs + (cv.ELEMENTWISE * N * M if b is not None else 0)
-    weights = nbytes(w) + (nbytes(b) if b is not None else 0)
     if counting():
-        record(name, "matmul", flops, macs, reads=(("activations", nbytes(x)), ("weights", weights)),
+        (N, K), M = x.shape, out.shape[1]
+        macs = N * K * M
+        bias = b is not None
+        record(name, "matmul", 2 * macs + (cv.ELEMENTWISE * N * M if bias else 0), macs,
+               reads=(("activations", nbytes(x)), ("weights", nbytes(w) + (nbytes(b) if bias else 0))),
                writes=(("activations", nbytes(out)),))
     return out, LinearCache(x, w, b is not None, transposed)
 
@@ -47,8 +45,6 @@ def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np
                     name: str) -> np.ndarray:
     """dout (N, M) -> dx (N, K); writes dw (shaped like w) and db (M,). Two matmuls, each the size of the forward."""
     x, w = cache.x, cache.w
-    N, K = x.shape
-    M = dout.shape[1]
     wm = w.T if cache.transposed else w
     dx = dout @ wm.T                        # (N, M) @ (M, K): the gradient that flows on to earlier layers
     if cache.transposed:
@@ -57,12 +53,13 @@ def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np
         np.matmul(x.T, dout, out=dw)        # (K, N) @ (N, M) -> (K, M)
     if cache.has_bias:
         np.sum(dout, axis=0, out=db)        # the bias was added to every row, so its gradient sums the rows
-    macs = 2 * N * K * M
-    flops = 2 * macs + (cv.ELEMENTWISE * N * M if cache.has_bias else 0)
-    grads = nbytes(dw) + (nbytes(db) if cache.has_bias else 0)
     if counting():
-        record(name, "matmul", flops, macs, reads=(("activations", nbytes(dout, x)), ("weights", nbytes(w))),
-               writes=(("activations", nbytes(dx)), ("gradients", grads)))
+        (N, K), M = x.shape, dout.shape[1]
+        macs = 2 * N * K * M
+        bias = cache.has_bias
+        record(name, "matmul", 2 * macs + (cv.ELEMENTWISE * N * M if bias else 0), macs,
+               reads=(("activations", nbytes(dout, x)), ("weights", nbytes(w))),
+               writes=(("activations", nbytes(dx)), ("gradients", nbytes(dw) + (nbytes(db) if bias else 0))))
     return dx
 
 

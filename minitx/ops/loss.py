@@ -56,8 +56,8 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, name: str) ->
     N, V = logits.shape
     lse = np.empty(N, dtype=logits.dtype)
     loss = _xent_fwd(logits, targets, lse)
-    per_logit, per_row = cv.CROSS_ENTROPY_FWD
     if counting():
+        per_logit, per_row = cv.CROSS_ENTROPY_FWD
         record(name, "loss", N * (per_logit * V + per_row), reads=(("activations", nbytes(logits, targets)),),
                writes=(("activations", nbytes(lse) + logits.itemsize),))  # the per-row lse and the scalar loss
     return float(loss), LossCache(logits, targets, lse)
@@ -69,8 +69,8 @@ def cross_entropy_backward(dloss: float, cache: LossCache, name: str) -> np.ndar
     N, V = logits.shape
     dlogits = np.empty_like(logits)
     _xent_bwd(logits, cache.targets, cache.lse, dloss, dlogits)
-    per_logit, per_row = cv.CROSS_ENTROPY_BWD
     if counting():
+        per_logit, per_row = cv.CROSS_ENTROPY_BWD
         record(name, "loss", N * (per_logit * V + per_row),
                reads=(("activations", nbytes(logits, cache.targets, cache.lse)),),
                writes=(("activations", nbytes(dlogits)),))

@@ -121,21 +121,17 @@ def norm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, kind: str, 
     w_eff = (1.0 + w).astype(x.dtype) if unit_offset else w
     out = np.empty_like(x)
     rstd = np.empty(N, dtype=x.dtype)
+    mean = np.empty(N, dtype=x.dtype) if kind == "layernorm" else None
     if kind == "layernorm":
-        mean = np.empty(N, dtype=x.dtype)
         _layernorm_fwd(x, w_eff, b, eps, out, mean, rstd)
-        per_elem, per_row = cv.LAYERNORM_FWD
-        weights = nbytes(w, b)
     else:
-        mean = None
         _rmsnorm_fwd(x, w_eff, eps, out, rstd)
-        per_elem, per_row = cv.RMSNORM_FWD
-        weights = nbytes(w)
-    flops = N * (per_elem * C + per_row) + (cv.NORM_UNIT_OFFSET * C if unit_offset else 0)
-    saved_stats = nbytes(rstd) + (nbytes(mean) if mean is not None else 0)
     if counting():
-        record(name, "norm", flops, reads=(("activations", nbytes(x)), ("weights", weights)),
-               writes=(("activations", nbytes(out) + saved_stats),))
+        per_elem, per_row = cv.LAYERNORM_FWD if kind == "layernorm" else cv.RMSNORM_FWD
+        flops = N * (per_elem * C + per_row) + (cv.NORM_UNIT_OFFSET * C if unit_offset else 0)
+        stats = nbytes(rstd) + (nbytes(mean) if mean is not None else 0)
+        record(name, "norm", flops, reads=(("activations", nbytes(x)), ("weights", nbytes(w) + _nbytes(b))),
+               writes=(("activations", nbytes(out) + stats),))
     return out, NormCache(x, w_eff, mean, rstd, kind, unit_offset)
 
 
@@ -149,17 +145,17 @@ def norm_backward(dout: np.ndarray, cache: NormCache, dw: np.ndarray, db: np.nda
     dres = dresidual if dresidual is not None else np.empty((0, C), dtype=x.dtype)
     if cache.kind == "layernorm":
         _layernorm_bwd(dout, x, cache.w_eff, cache.mean, cache.rstd, dres, dx, dw, db)
-        per_elem, per_row = cv.LAYERNORM_BWD
-        stats, grads = nbytes(cache.mean, cache.rstd), nbytes(dw, db)
     else:
         _rmsnorm_bwd(dout, x, cache.w_eff, cache.rstd, dres, dx, dw)
-        per_elem, per_row = cv.RMSNORM_BWD
-        stats, grads = nbytes(cache.rstd), nbytes(dw)
-    flops = N * (per_elem * C + per_row)
-    if dresidual is not None:
-        flops += cv.RESIDUAL_GRAD_ADD * N * C
-    acts_read = nbytes(dout, x) + stats + (nbytes(dresidual) if dresidual is not None else 0)
     if counting():
-        record(name, "norm", flops, reads=(("activations", acts_read), ("weights", nbytes(cache.w_eff))),
-               writes=(("activations", nbytes(dx)), ("gradients", grads)))
+        per_elem, per_row = cv.LAYERNORM_BWD if cache.kind == "layernorm" else cv.RMSNORM_BWD
+        flops = N * (per_elem * C + per_row) + (cv.RESIDUAL_GRAD_ADD * N * C if dresidual is not None else 0)
+        stats = nbytes(cache.rstd) + _nbytes(cache.mean)
+        record(name, "norm", flops,
+               reads=(("activations", nbytes(dout, x) + stats + _nbytes(dresidual)), ("weights", nbytes(cache.w_eff))),
+               writes=(("activations", nbytes(dx)), ("gradients", nbytes(dw) + _nbytes(db))))
     return dx
+
+
+def _nbytes(a: np.ndarray | None) -> int:
+    return 0 if a is None else nbytes(a)
