@@ -1,15 +1,15 @@
 # %% [markdown]
 # # Lesson 1: where the parameters live
 #
-# A transformer has three kinds of weights:
+# A transformer has four kinds of weights:
 #
-# * the **embedding**: a table of V rows of d numbers, one row per token of the vocabulary (GPT-2 also has
-#   a table of positions), and the **LM head** that turns the last hidden state back into V scores. Many
-#   models *tie* the two: the head reuses the embedding table;
+# * the **vocabulary tables**: the embedding, a table of V rows of d numbers, one row per token of the
+#   vocabulary (GPT-2 also has a table of positions), and the **LM head** that turns the last hidden state
+#   back into V scores. Many models *tie* the two: the head reuses the embedding table;
 # * per layer, **attention**: the q, k, v and output projections;
 # * per layer, the **MLP** (feed-forward): two matrices d × 4d in GPT-2, three d × F in the gated MLPs of
 #   Llama and Gemma;
-# * plus a few scales (and shifts) of the norms, which hardly count.
+# * the scales (and shifts) of the norms, which hardly count.
 #
 # We count them three ways: by allocating a model and measuring its parameter buffer, with the exact
 # closed form in `minitx.formulas`, and with the rule of thumb P ≈ 12·L·d² that the talk and kipply use.
@@ -90,7 +90,10 @@ for name, pub in published.items():
 # * no biases, RMSNorm (a scale only), and no position table (RoPE has no parameters).
 #
 # We describe each model by the `config.json` fields Hugging Face publishes, read them with
-# `Config.from_hf`, and count.
+# `Config.from_hf`, and count. Two more columns: the **vocabulary tables** (the embedding plus an untied LM
+# head) as a share of the total, and the **non-embedding** count, the total without them: Kaplan's N leaves
+# out both the embedding and the unembedding, and the non-embedding count is what names a model like
+# "Gemma 2B".
 
 # %%
 hf_configs = {
@@ -114,14 +117,16 @@ published = {"Llama-2-7B": 6_738_415_616, "Llama-3-8B": 8_030_261_248, "Mistral-
              "Gemma-2B": 2_506_172_416, "Gemma-7B": 8_537_680_896}
 real = {name: Config.from_hf(hf) for name, hf in hf_configs.items()}
 
-print(f"{'model':<16} {'exact formula':>15} {'published':>15} {'embedding':>14} {'share':>6} "
+print(f"{'model':<16} {'exact formula':>15} {'published':>15} {'vocab tables':>14} {'% of total':>10} "
       f"{'non-embedding':>15}")
 for name, c in real.items():
     exact = formulas.num_params(c)
-    emb = formulas.param_breakdown(c)["embedding"]
-    print(f"{name:<16} {exact:>15,} {published[name]:>15,} {emb:>14,} {emb / exact:>6.1%} "
+    parts = formulas.param_breakdown(c)
+    vocab = parts["embedding"] + parts["lm_head"]       # the token table, and the LM head when it is untied
+    print(f"{name:<16} {exact:>15,} {published[name]:>15,} {vocab:>14,} {vocab / exact:>10.1%} "
           f"{formulas.non_embedding_params(c):>15,}")
     assert exact == published[name]
+    assert formulas.non_embedding_params(c) == exact - vocab
 
 # %% [markdown]
 # Every total matches the published figure to the parameter. These models are too big to allocate here
@@ -192,13 +197,15 @@ for name, c in [("GPT-2 small", Config.preset("gpt2"))] + list(real.items()):
 # large vocabularies, count the matrices, as `formulas.param_breakdown` does:
 
 # %%
-print(f"{'model':<16} " + " ".join(f"{p:>14}" for p in ("embedding", "attention", "mlp", "norm", "lm_head")))
+columns = ("embedding", "lm_head", "attention", "mlp", "norm")
+print(f"{'model':<16} " + " ".join(f"{p:>10}" for p in columns) + f" {'vocab tables':>13}")
 for name, c in real.items():
     parts = formulas.param_breakdown(c)
-    print(f"{name:<16} " + " ".join(f"{parts[p] / parts['total']:>14.1%}"
-                                    for p in ("embedding", "attention", "mlp", "norm", "lm_head")))
+    vocab = (parts["embedding"] + parts["lm_head"]) / parts["total"]
+    print(f"{name:<16} " + " ".join(f"{parts[p] / parts['total']:>10.1%}" for p in columns) + f" {vocab:>13.1%}")
 
 # %% [markdown]
-# The MLP holds most of every model's parameters; attention shrinks with GQA (Llama-3-8B, Mistral) and
-# almost vanishes with MQA (Gemma-2B); the vocabulary tables take 4% of Llama-2-7B and 21% of Gemma-2B.
+# Shares of the total. The MLP holds most of every model's parameters; attention shrinks with GQA
+# (Llama-3-8B, Mistral) and almost vanishes with MQA (Gemma-2B); the vocabulary tables (embedding + untied LM
+# head) take 3.9% of Llama-2-7B, 13.1% of Llama-3-8B with its 128k vocabulary, and 20.9% of Gemma-2B.
 # `minitx params MODEL` prints this breakdown for any preset or `config.json`.

@@ -138,11 +138,13 @@ print(f"AdamW: {formulas.summary(step['optimizer'])['flops']:,} FLOPs = "
 #
 # Per token, the scores and the mix cost 4·L·T·(NH·HS) FLOPs in the forward (2·T·HS per head for each),
 # against 2·P for the weights. For a GPT-2 shape (NH·HS = d, P ≈ 12·L·d²) the ratio is 4·L·T·d / (24·L·d²)
-# = T / (6·d): negligible for short contexts, large for long ones. The exact formulas on real models,
-# at batch 1:
+# = T / (6·d): negligible for short contexts, large for long ones. Below, that GPT-2-shape estimate sits
+# beside the exact ratio of attention's scores and mix to 2·P per token (which also holds for GQA, gated MLPs
+# and free head sizes) and the exact attention share of the whole forward, on real models at batch 1:
 
 # %%
-print(f"{'model':<12} {'T':>6} {'T/(6d)':>7} {'attention share of the forward':>31}")
+print(f"{'model':<12} {'T':>6} {'T/(6d), GPT-2 shape':>20} {'exact attention / 2P':>21} "
+      f"{'attention share of the forward':>31}")
 attention_share = {}
 for name, T_ in (("gpt2", 1024), ("llama-2-7b", 4096), ("llama-3-8b", 8192), ("gemma-2b", 8192),
                  ("llama-3-70b", 8192)):
@@ -151,11 +153,14 @@ for name, T_ in (("gpt2", 1024), ("llama-2-7b", 4096), ("llama-3-8b", 8192), ("g
     total = formulas.summary(costs)["flops"]
     att = sum(v.flops for k, v in costs.items() if k.endswith((".scores", ".mix")))
     attention_share[name] = att / total
-    print(f"{name:<12} {T_:>6} {T_ / (6 * c.d_model):>7.1%} {att / total:>31.1%}")
+    per_2p = formulas.attention_flops_palm(c, T_) / (2 * formulas.num_params(c))
+    print(f"{name:<12} {T_:>6} {T_ / (6 * c.d_model):>20.1%} {per_2p:>21.1%} {att / total:>31.1%}")
 
 # %% [markdown]
 # At a few thousand tokens attention is a tenth to a fifth of the forward pass; a big model at the same
-# context spends relatively less on it, because its d is larger. (During decoding, lesson 4, each step's
+# context spends relatively less on it, because its d is larger. The GPT-2-shape estimate T/(6d) is only a
+# guide: it overstates the ratio wherever P is larger than 12·L·d², as with a large vocabulary or a wide
+# gated MLP (Gemma-2B: 66.7% against the exact 24.1%). (During decoding, lesson 4, each step's
 # attention also reads the whole cache: that costs memory traffic more than FLOPs.)
 #
 # ## 6. FLOPs or MACs?

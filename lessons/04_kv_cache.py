@@ -129,8 +129,11 @@ assert (kv16["llama-2-7b"], kv16["llama-3-8b"], kv16["gemma-2b"]) == (524_288, 1
 # kipply's post, NVIDIA's and Baseten's articles give the cache as 2 · 2 · L · d_model bytes per token in
 # 16-bit, which is right only when KV · HS = d_model (multi-head attention, head_dim = d / heads). The
 # EleutherAI cookbook's `calc_transformer_mem.py` uses bytes · hidden · layers: it also drops the factor 2
-# for K *and* V. Web calculators repeat the MHA form (the project notes, PEERS.md §1.11 and §1.12, list
-# some). On the same models:
+# for K *and* V. Web calculators repeat these mistakes: gpu_poor ("Can your GPU run this?",
+# https://github.com/RahulSChand/gpu_poor, src/App.js) computes the KV cache as 2·ctx·2·2·hidden·layers bytes,
+# without GQA; vllm-fit overcounted a GQA model's cache 8× (https://github.com/jranaraki/vllm-fit/issues/2);
+# LMCache assumed head_dim = hidden / heads, which is wrong for Qwen3
+# (https://github.com/LMCache/LMCache/issues/688). On the same models:
 
 # %%
 print(f"{'model':<12} {'exact':>10} {'2·2·L·d (MHA)':>14} {'error':>7} {'2·L·d (no K/V 2)':>17} {'error':>7}")

@@ -98,10 +98,10 @@ print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e
 # both against the roofline of the ops' own counts.
 
 # %%
-measured = measured.measure_inference(model, cpu, batch=1, prompt=T, steps=16, repeats=3)
-print(measured.table())
-decode = measured.phases["decode"]
-prefill = measured.phases["prefill"]
+here = measured.measure_inference(model, cpu, batch=1, prompt=T, steps=16, repeats=3)
+print(here.table())
+decode = here.phases["decode"]
+prefill = here.phases["prefill"]
 print()
 print(f"decode step: roofline {decode.predicted * 1e3:.3f} ms, measured {decode.measured * 1e3:.3f} ms "
       f"-> factor {decode.factor:.2f} (measured / predicted)")
@@ -159,7 +159,7 @@ for with_embedding in (True, False):
     p = roofline.prefill_floor(c, h100, "bf16", tokens=1000, embedding_flops=with_embedding)
     label = "2 FLOPs for every parameter" if with_embedding else "embedding lookup costs no FLOPs"
     print(f"llama-3-8b prefill of 1,000 tokens at 100% of peak ({label}): {p.t_compute * 1e3:.1f} ms "
-          f"= ({p.linear_flops:.4g} + {p.attention_flops:.3g} attention) FLOPs / 989.4e12")
+          f"= ({p.linear_flops / 1e12:,.3f} + {p.attention_flops / 1e12:,.3f} attention) TFLOP / 989.4 TFLOP/s")
 
 # %% [markdown]
 # Now op by op, from the formulas. This is minitx's own unfused implementation on an H100: every op's

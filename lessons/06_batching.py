@@ -113,12 +113,12 @@ print(serving.sweep_table(points))
 # %%
 cpu = hardware.get("this-machine")      # measured once per process: about 2 seconds
 small = Config.preset("small-gpt2")
-measured = measured.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=2)
+sweep = measured.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=2)
 print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.1f} GB/s, "
       f"ridge {cpu.ridge('fp32'):.1f} FLOP/B")
 print(f"{'B':>4} {'FLOP/B':>7} {'roofline ms':>12} {'measured ms':>12} {'roofline tok/s':>15} "
       f"{'measured tok/s':>15} {'factor':>7}")
-for p in measured:
+for p in sweep:
     print(f"{p.batch:>4} {p.intensity:>7.2f} {p.predicted * 1e3:>12.3f} {p.measured * 1e3:>12.3f} "
           f"{p.predicted_tokens_per_s:>15,.0f} {p.tokens_per_s:>15,.0f} {p.factor:>7.1f}")
 cpu_crit = roofline.critical_batch(small, cpu, "fp32")
@@ -128,10 +128,14 @@ print(f"critical batch here: ridge · 4 / 2 = {cpu_crit.analytic:.1f}; from the 
 # The two critical batches differ much more here than on the H100. The small model's matrices are only 128
 # wide, so the activations each matmul reads and writes are as large as its weights: a big correction.
 #
-# On this CPU, measured tokens/s also climb with the batch. A decode step of a small model is mostly
-# fixed per-op overhead (Python calls, dispatch), and the batch shares that overhead just as it shares the
-# weight reads. The roofline predicts the *shape*: flat step time while memory-bound, then linear growth
-# past the critical batch. The measured curve sits above it by the overhead factor of lesson 5.
+# Compare the two tokens/s columns. The roofline predicts the *shape*: a flat step time while decode is
+# memory-bound, so tokens/s rise with B, then a step time that grows with B past the critical batch, so
+# tokens/s flatten. On a quiet machine the measured throughput follows it: it rises with the batch, because a
+# decode step of a small model is mostly fixed per-op overhead (Python calls, dispatch) that the batch shares
+# just as it shares the weight reads, and it flattens once the matmuls dominate. The measured step times sit
+# above the roofline by the overhead factor of lesson 5. They are measurements, though: on a busy machine one
+# slow run can put a point below its neighbour, so read the figures printed above rather than expecting a
+# smooth curve.
 #
 # **Takeaways.** Batching raises arithmetic intensity, roughly B FLOP per byte in bf16, and with it
 # throughput, up to the critical batch ≈ the ridge point. The KV cache can run out of memory before that.

@@ -131,9 +131,10 @@ for ph, tokens in (("prefill", 8 * 32), ("decode", 8)):
           f"(${cost.cost_per_million_tokens(CPU_PER_HOUR, predicted_tps):.4f} at the roofline)")
 
 # %% [markdown]
-# The roofline columns show the same shape as the H100: a prefill token is far cheaper than a decode token.
-# The measured columns usually agree, with the overheads of lesson 5 on top. On a busy machine, though,
-# multi-threaded BLAS stalls can slow the prefill's matmuls most (see lesson 5), and a one-second
+# The roofline columns show the same shape as on the H100: a prefill token is far cheaper than a decode
+# token. Compare the measured columns printed above: on a quiet machine they show the same order, with the
+# overheads of lesson 5 on top. They are measurements, though. On a busy machine multi-threaded BLAS stalls
+# can slow the prefill's matmuls most (see lesson 5) and narrow the gap between the two, and a one-second
 # measurement of the machine can catch it busy, so the roofline itself moves. This is a 0.8M-parameter toy:
 # none of its prices mean anything for a real model.
 #

@@ -265,8 +265,9 @@ def _parameter_claims(run: Run) -> list[Claim]:
               round(100 * (breakdown["embedding"] + breakdown["lm_head"]) / F.num_params(cfg), 6),
               round(100 * (parts["embedding"] + parts.get("lm_head", 0)) / m.num_params(), 6), unit="%",
               source="allocated",
-              formula=("(V·C + n_ctx·C" if cfg.position == "learned" else "(V·C")
-              + (") / P" if cfg.tie_embeddings else " + V·C) / P")),
+              formula={(True, True): "(V·C + n_ctx·C) / P", (True, False): "V·C / P",
+                       (False, True): "(2·V·C + n_ctx·C) / P", (False, False): "2·V·C / P (wte + lm_head)"}[
+                  (cfg.tie_embeddings, cfg.position == "learned")]),
     ]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from .config import Config
 from .counting import Counter
 from .hardware import Hardware, get as get_hardware
-from .roofline import analyze, finite_or_none, hw_dtype, positive_int
+from .roofline import analyze, finite_or_none, fixed, hw_dtype, positive_int
 
 # ==============================================================================================================
 # Predicted vs measured, on this machine
@@ -83,20 +83,24 @@ class Measurement:
     overhead: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
+        """Per phase and per op kind, measured against the roofline; times in µs with fixed decimals."""
         hw = self.hardware
-        head = (f"{'phase':<9} {'op':<12} {'measured ms':>12} {'roofline ms':>12} {'factor':>8} "
+        head = (f"{'phase':<9} {'op':<12} {'measured µs':>13} {'roofline µs':>13} {'factor':>10} "
                 f"{'efficiency':>10} {'bound':>8}")
         lines = [f"{self.model} B={self.batch} prompt={self.prompt}, {self.steps} decode steps, on {hw.name} "
-                 f"(peak {hw.peak(self.dtype) / 1e9:.3g} GFLOP/s {self.dtype}, {hw.bandwidth / 1e9:.3g} GB/s)",
-                 "(factor = measured / roofline; efficiency = roofline / measured; decode per step)",
+                 f"(peak {hw.peak(self.dtype) / 1e9:,.1f} GFLOP/s {self.dtype}, {hw.bandwidth / 1e9:,.1f} GB/s)",
+                 "(µs = 1e-6 s; factor = measured / roofline; efficiency = roofline / measured; decode per step)",
                  head, "-" * len(head)]
+
+        def row(ph: str, op: str, c: Compared) -> str:
+            return (f"{ph:<9} {op:<12} {fixed(c.measured * 1e6, 2):>13} {fixed(c.predicted * 1e6, 2):>13} "
+                    f"{fixed(c.factor, 2):>10} {fixed(100 * c.efficiency, 2) + '%':>10} {c.bound:>8}")
+
         for ph, c in self.phases.items():
             for (p, op), o in self.ops.items():
                 if p == ph:
-                    lines.append(f"{ph:<9} {op:<12} {o.measured * 1e3:>12.4g} {o.predicted * 1e3:>12.4g} "
-                                 f"{o.factor:>8.3g} {o.efficiency:>10.3g} {o.bound:>8}")
-            lines.append(f"{ph:<9} {'(whole)':<12} {c.measured * 1e3:>12.4g} {c.predicted * 1e3:>12.4g} "
-                         f"{c.factor:>8.3g} {c.efficiency:>10.3g} {c.bound:>8}")
+                    lines.append(row(ph, op, o))
+            lines.append(row(ph, "(whole)", c))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -150,6 +154,12 @@ def measure_inference(model: Any = "reference", hardware: "str | Hardware | None
         and `overhead` says by how much.
     The prediction uses the counts of that counted run (what really ran) at the measured peak of the model's
     dtype (fp32 matmuls through NumPy's BLAS) and the measured copy bandwidth.
+
+    Threads: this function leaves BLAS's thread count as it finds it. For steady numbers on a shared machine,
+    pin BLAS to one thread for the measurement and for `hardware.measure()` alike: start Python with
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 (the tests do), or wrap both calls in
+    threadpoolctl's `with threadpool_limits(1):`. A multi-threaded matmul that waits for a busy core can run
+    100x slower than its roofline.
     """
     from .decode import KVCache
     m = _model(model, seed)
@@ -228,7 +238,12 @@ def measure_decode_sweep(model: Any = "small-gpt2", hardware: "str | Hardware | 
                          batches: Iterable[int] = (1, 4, 16, 64), prompt: int = 16, steps: int = 8,
                          repeats: int = 3, seed: int = 0) -> list[MeasuredPoint]:
     """Decode step time on this CPU for each batch size (best of `repeats` mean steps, after a warm-up),
-    next to the roofline of the measured machine, from the counted ops of each batch's own run."""
+    next to the roofline of the measured machine, from the counted ops of each batch's own run.
+
+    Threads: as for `measure_inference`, BLAS's thread count is left as it is; pin it to one thread
+    (OPENBLAS_NUM_THREADS=1 before Python starts, or threadpoolctl's `threadpool_limits(1)` around the call)
+    for timings that a busy core does not distort. Measured throughput is a measurement: one slow run can put
+    a batch below its neighbour."""
     from .counting import count
     from .decode import KVCache
     m = _model(model, seed)

@@ -63,7 +63,7 @@ def draw_roofline(ax, rooflines: Mapping[str, Any], by: str = "op") -> None:
         ridge = peak / bw
         grid = [lo, ridge, hi]
         ax.plot(grid, [min(peak, x * bw) for x in grid], color="black", lw=1.5)
-        ax.annotate(f"{name} {dtype}: ridge {ridge:.3g} FLOP/B", (ridge, peak), textcoords="offset points",
+        ax.annotate(f"{name} {dtype}: ridge {ridge:,.1f} FLOP/B", (ridge, peak), textcoords="offset points",
                     xytext=(4, 6), fontsize=8)
     markers = "osD^v<>ph*"
     for i, (label, r) in enumerate(rooflines.items()):
@@ -143,7 +143,8 @@ def predicted_vs_measured_chart(measurement, path: str | None = None, title: str
     ax.bar([x + 0.2 for x in xs], [c.predicted * 1e3 for _, c in rows], width=0.4, label="roofline")
     for x, (_, c) in zip(xs, rows):
         if c.predicted and math.isfinite(c.factor):
-            ax.annotate(f"{c.factor:.2g}x", (x, c.measured * 1e3), ha="center", fontsize=6,
+            label = f"{c.factor:,.1f}x" if c.factor < 10 else f"{c.factor:,.0f}x"
+            ax.annotate(label, (x, c.measured * 1e3), ha="center", fontsize=6,
                         textcoords="offset points", xytext=(0, 3))
     ax.set_xticks(xs, [k for k, _ in rows], fontsize=6, rotation=90)
     ax.set_yscale("log")

@@ -208,7 +208,7 @@ class Roofline:
         if key not in groups:
             raise ValueError(f"table(key={key!r}): key must be op, phase or name")
         return group_table(list(groups[key]().values()) + [self.total()], key,
-                           f"{self.hardware.name}, {self.dtype}: peak {fixed(self.peak / 1e12, 3)} TFLOP/s, "
+                           f"{self.hardware.name}, {self.dtype}: peak {rate(self.peak)}, "
                            f"{fixed(self.bandwidth / 1e9, 1)} GB/s, ridge {self.ridge:,.1f} FLOP/B")
 
     def to_dict(self) -> dict:
@@ -247,6 +247,12 @@ def fixed(x: float, decimals: int = 3) -> str:
     return f"{x:,.{decimals}f}"
 
 
+def rate(flops_per_s: float) -> str:
+    """A peak in the unit that suits it: "989.4 TFLOP/s", "51.2 GFLOP/s"."""
+    unit, scale = pick_unit(flops_per_s, FLOP_UNITS)
+    return f"{fixed(flops_per_s / scale, 1)} {unit}/s"
+
+
 def group_table(groups: list[Group], key: str, title: str) -> str:
     """Groups as a text table. The units are chosen per table from the last row (the total, as the callers
     pass it): TFLOP or GFLOP or MFLOP, GB or MB or kB, ms or µs; every number with fixed decimals."""
@@ -256,10 +262,10 @@ def group_table(groups: list[Group], key: str, title: str) -> str:
     t_unit, t_scale = pick_unit(max((g.time for g in groups), default=0.0), TIME_UNITS[1:])
     head = (f"{key:<20} {f_unit:>12} {b_unit + ' moved':>12} {'FLOP/B':>9} {'compute ' + t_unit:>12} "
             f"{'memory ' + t_unit:>12} {'roofline ' + t_unit:>13} {'bound':>8}")
-    lines = [title, f"(times: compute = FLOPs/peak, memory = bytes/bandwidth, roofline = Σ per-op max; "
-                    f"{b_unit} = {b_scale:g} bytes)" if b_scale > 1 else
-             "(times: compute = FLOPs/peak, memory = bytes/bandwidth, roofline = Σ per-op max)", head,
-             "-" * len(head)]
+    decimal = {"TB": "1e12", "GB": "1e9", "MB": "1e6", "kB": "1e3"}
+    units = f"; {b_unit} = {decimal[b_unit]} bytes" if b_unit in decimal else ""
+    lines = [title, f"(times: compute = FLOPs/peak, memory = bytes/bandwidth, roofline = Σ per-op max{units})",
+             head, "-" * len(head)]
     for g in groups:
         ai = f"{fixed(g.intensity, 2):>9}" if g.bytes else f"{'-':>9}"
         lines.append(f"{g.key:<20} {fixed(g.flops / f_scale):>12} {fixed(g.bytes / b_scale):>12} {ai} "

@@ -16,7 +16,7 @@ import numpy as np
 from . import formulas
 from .config import Config
 from .hardware import Hardware, get as get_hardware
-from .roofline import Roofline, analyze, dtype_name, memory_needed, positive_int
+from .roofline import Roofline, analyze, dtype_name, fixed, memory_needed, positive_int
 
 # ==============================================================================================================
 # Serving a real model: TTFT, TPOT, throughput, from the formulas' op costs
@@ -116,13 +116,14 @@ def sweep(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batches:
 
 
 def sweep_table(points: list[ServingPoint]) -> str:
-    head = (f"{'batch':>6} {'TTFT ms':>10} {'TPOT ms':>9} {'latency s':>10} {'tok/s':>10} {'tok/s/user':>11} "
+    """The sweep as a text table: times in ms (latency in s), fixed decimals, thousands separators."""
+    head = (f"{'batch':>6} {'TTFT ms':>11} {'TPOT ms':>9} {'latency s':>10} {'tok/s':>10} {'tok/s/user':>11} "
             f"{'dec FLOP/B':>10} {'decode':>8} {'memory GB':>10} {'fits':>5}")
     lines = ["(TTFT = prefill of the whole batch; TPOT = mean decode step; latency = TTFT + TPOT·(gen−1); "
              "tok/s = decode tokens over the batch; GB = 1e9 bytes: weights + KV cache)", head, "-" * len(head)]
     for p in points:
-        lines.append(f"{p.batch:>6} {p.ttft * 1e3:>10.4g} {p.tpot * 1e3:>9.4g} {p.latency:>10.4g} "
-                     f"{p.tokens_per_s:>10.5g} {p.tokens_per_s_per_user:>11.4g} {p.decode_intensity:>10.1f} "
-                     f"{p.decode_bound:>8} {p.memory_bytes / 1e9:>10.4g} {'yes' if p.fits else 'NO':>5}")
+        lines.append(f"{p.batch:>6,} {fixed(p.ttft * 1e3):>11} {fixed(p.tpot * 1e3):>9} {fixed(p.latency):>10} "
+                     f"{fixed(p.tokens_per_s, 0):>10} {fixed(p.tokens_per_s_per_user, 1):>11} "
+                     f"{fixed(p.decode_intensity, 1):>10} {p.decode_bound:>8} {fixed(p.memory_bytes / 1e9, 2):>10} "
+                     f"{'yes' if p.fits else 'NO':>5}")
     return "\n".join(lines)
-

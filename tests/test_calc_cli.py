@@ -128,6 +128,38 @@ def test_params_table_shows_breakdown_and_units(capsys):
         assert text in out
 
 
+# The vocabulary tables (wte, wpe, and an untied LM head) as a share of the total.
+VOCAB_SHARE = {"llama-2-7b": "3.9%", "llama-3-8b": "13.1%", "mistral-7b": "3.6%", "gemma-2b": "20.9%",
+               "gpt2": "31.6%"}
+
+
+@pytest.mark.parametrize("preset", list(VOCAB_SHARE))
+def test_params_non_embedding_leaves_out_every_vocabulary_table(preset, capsys):
+    data = run_json(["params", preset], capsys)
+    tables = data["breakdown"]["embedding"] + data["breakdown"]["lm_head"]
+    assert data["vocab_tables"] == tables
+    assert data["non_embedding"] == data["total"] - tables            # Kaplan: no embedding, no unembedding
+    rc, out, _ = run(["params", preset], capsys)
+    row = next(line for line in out.splitlines() if line.strip().startswith("vocabulary tables"))
+    assert f"{tables:,}" in row and VOCAB_SHARE[preset] in row
+    non_emb = next(line for line in out.splitlines() if line.strip().startswith("non-embedding"))
+    untied = data["breakdown"]["lm_head"] > 0
+    assert ("− untied lm_head" in non_emb) == untied
+    assert ("wpe" in non_emb) == (data["embedding_tables"]["wpe"] > 0)
+    assert "% of total" in out and "146.3%" not in out
+
+
+def test_params_shares_are_of_the_total_with_or_without_non_embedding(capsys):
+    _, plain, _ = run(["params", "gemma-2b"], capsys)
+    _, lead, _ = run(["params", "gemma-2b", "--non-embedding"], capsys)
+    total_row = next(line for line in lead.splitlines() if line.strip().startswith("total"))
+    assert "100.0%" in total_row                                   # not 126.5%: shares of the total
+    assert lead.index("1,981,884,416") < lead.index("2,506,172,416")   # the non-embedding count leads
+    assert "non-embedding parameters: 1,981,884,416" in lead
+    for line in plain.splitlines()[2:]:
+        assert line in lead                                        # the same table, only reordered and headed
+
+
 # ---- kv ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("preset", list(KV_PER_TOKEN_16BIT))
@@ -168,6 +200,21 @@ def test_memory_inference_llama_2_7b(capsys):
     assert data["total"] == sum(data["parts"].values())
     int8 = run_json(["memory", "llama-2-7b", "--dtype", "int8", "--batch", "1", "--seq", "4096"], capsys)
     assert int8["parts"]["weights"] == 6_738_415_616
+
+
+def test_memory_inference_reports_the_prefill_largest_activation(capsys):
+    # gpt2, batch 8 at 1,024 tokens: the full forward's largest activation is the logits of all T rows,
+    # 8·1024·50257·2 B; a prefill keeps only the last row, so its largest is the scores, 8·12·1024²·2 B.
+    data = run_json(["memory", "gpt2", "--batch", "8", "--seq", "1024"], capsys)
+    assert data["parts"]["activations"] == 8 * 12 * 1024 * 1024 * 2 and data["largest_activation"] == "scores"
+    assert data["full_forward_largest_activation"] == {"name": "logits", "bytes": 8 * 1024 * 50257 * 2}
+    assert data["total"] == sum(data["parts"].values())
+    rc, out, _ = run(["memory", "gpt2", "--batch", "8", "--seq", "1024"], capsys)
+    assert rc == 0 and "prefill's largest single activation" in out and "a few times" in out
+    assert "all T logits" in out and "823,410,688" in out
+    # one token of a 256k vocabulary: the last row's logits, B·V, can be the largest
+    gemma = run_json(["memory", "gemma-2b", "--batch", "4", "--seq", "1"], capsys)
+    assert gemma["largest_activation"] == "logits" and gemma["parts"]["activations"] == 4 * 256_000 * 2
 
 
 @pytest.mark.parametrize("recipe, per_param", [("mixed", 16), ("hf", 18), ("checkpoint", 12), ("fp32", 16)])

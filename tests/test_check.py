@@ -140,3 +140,47 @@ def test_claim_verdicts():
     c = Claim("s", "m", "c", 100, 89, kind="approx", tolerance=0.1)
     assert not c.ok and "OUTSIDE" in c.verdict and c.error == pytest.approx(-0.11)
     assert Claim("s", "m", "c", 100, 91, kind="approx", tolerance=0.1).ok
+
+
+def test_table_shows_notes_bounds_tallies_and_illustrations(monkeypatch, capsys):
+    note = "leaves out attention's scores and mix " * 5                  # long: wrapped, indented
+    claims = [
+        Claim("parameters", "m", "per part = formula", 4, 4, unit="parts", source="allocated"),
+        Claim("exact", "m", "ops matching", 409, 409, unit="ops"),
+        Claim("compute", "m", "forward ≈ 2·P·tokens", 100, 104, kind="approx", tolerance=0.1, unit="FLOPs",
+              note=note),
+        Claim("memory", "m", "inference peak is a few activations: peak ÷ largest ≤ 4", 4.0, 2.5,
+              kind="at_most", unit="x", source="measured"),
+        Claim("serving", "m", "illustration", 16, 12, kind="illustration", unit="FLOP/B", source="formula only",
+              note="formula vs formula"),
+    ]
+    monkeypatch.setattr(check, "run_checks", lambda progress=None: claims)
+    assert check.main(argparse.Namespace(json=False, quiet=True)) == 0    # the illustration never fails
+    out = capsys.readouterr().out
+    assert "4/4 parts" in out and "409/409 ops" in out
+    row = next(line for line in out.splitlines() if "peak ÷ largest" in line)
+    assert "≤ 4" in row and "4.000x" not in row and "2.500x" in row
+    notes = [line for line in out.splitlines() if line.startswith("      leaves out")]
+    assert len(notes) == 1 and all(len(line) <= check.NOTE_WIDTH for line in out.splitlines()
+                                   if line.startswith("      "))
+    assert "formula vs formula" in out
+    tally = out.strip().splitlines()[-1]
+    assert "2/2 exact claims match" in tally and "2/2 approximations and bounds hold" in tally
+    assert "1 illustration" in tally
+    assert next(line for line in out.splitlines() if "illustration" in line and "16" in line).startswith("--")
+
+
+def test_real_run_rows_read_as_the_review_asked(claims):
+    for model in check.MODELS:
+        vocab = _find(claims, model, ["vocabulary tables"])[0]
+        assert vocab["unit"] == "%" and vocab["kind"] == "exact" and vocab["counted"] == vocab["expected"]
+        assert _find(claims, model, ["per part"])[0]["unit"] == "parts"
+        assert _find(claims, model, ["ops matching"])[0]["unit"] == "ops"
+        bound = _find(claims, model, ["inference peak is a few activations", "≤ 4"])[0]
+        assert bound["kind"] == "at_most" and bound["counted"] <= 4
+        for c in _find(claims, model, ["recompute", "cached"]):
+            assert "≈ t + 1" in c["claim"]
+        illustration = _find(claims, model, ["illustration", "16-bit"])[0]
+        assert illustration["kind"] == "illustration" and illustration["source"] == "formula only"
+    llama = _find(claims, "small-llama", ["vocabulary tables"])[0]
+    assert "untied head" in llama["claim"] and llama["formula"].startswith("2·V·C / P")

@@ -52,6 +52,10 @@ def test_lesson_01_parameters(lesson_globals, capsys):
     assert g["model"].num_params() == g["by_hand"]
     assert abs(g["rule_error"]["GPT-2 small"]) < 0.01 and g["rule_error"]["Gemma-2B"] < -0.5
     assert g["per_layer"]["Gemma-2B"] > 2 * g["per_layer"]["GPT-2 small"]
+    # the vocabulary tables (embedding + untied head) as shares of the total
+    for share in ("3.9%", "13.1%", "3.6%", "20.9%"):
+        assert share in out
+    assert "four kinds of weights" in (LESSONS / "01_parameters.py").read_text()
 
 
 def test_lesson_02_memory(lesson_globals):
@@ -95,3 +99,18 @@ def test_lesson_04_kv_cache(lesson_globals):
     assert g["mha_error"]["llama-3-8b"] == 4 and g["mha_error"]["gemma-2b"] == 8
     assert g["mha_error"]["gemma-7b"] < 1                   # MHA with head_dim = d / heads undercounts Gemma-7B
     assert g["fits"]["llama-3-8b"][0] > 2 * g["fits"]["llama-2-7b"][0]
+
+
+def test_lessons_cite_public_sources_not_private_notes():
+    for path in sorted(LESSONS.glob("*.py")):
+        text = path.read_text()
+        assert "PEERS.md" not in text and "project notes" not in text, path.name
+    text = (LESSONS / "04_kv_cache.py").read_text()
+    for link in ("github.com/RahulSChand/gpu_poor", "github.com/jranaraki/vllm-fit/issues/2",
+                 "github.com/LMCache/LMCache/issues/688"):
+        assert link in text
+
+
+def test_lesson_03_labels_the_gpt2_shape_estimate():
+    text = (LESSONS / "03_compute.py").read_text()
+    assert "T/(6d), GPT-2 shape" in text and "exact attention / 2P" in text

@@ -89,3 +89,18 @@ def test_lesson_is_jupytext_percent_format(name):
         if cell.startswith(" [markdown]"):
             body = [line for line in cell.splitlines()[1:] if line.strip()]
             assert all(line.startswith("#") for line in body), "markdown cells must be #-commented"
+
+
+@pytest.mark.parametrize("name", [n for n, _ in KEY_OUTPUT])
+def test_lesson_never_rebinds_an_imported_name(name):
+    """`measured = measured.measure_...(...)` breaks a notebook on the cell's second run: a lesson keeps every
+    name it imports from minitx bound to what it imported."""
+    tree = ast.parse((LESSONS / name).read_text())
+    imported = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "minitx" for a in node.names}
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AugAssign, ast.AnnAssign, ast.For)) else []
+        for target in targets:
+            for n in ast.walk(target):
+                assert not (isinstance(n, ast.Name) and n.id in imported), f"{name} rebinds {n.id}"

@@ -306,3 +306,37 @@ def test_plots_without_matplotlib_say_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(plots.PlotUnavailable, match=r"pip install 'minitx\[plot\]'"):
         plots.require_matplotlib()
+
+
+# ---- number formatting of the text tables ----------------------------------------------------------------------
+
+SCIENTIFIC = r"\d[eE][+-]\d"
+
+
+def test_fixed_decimals_with_thousands_separators():
+    assert roofline.fixed(12_950.1234) == "12,950.123"
+    assert roofline.fixed(0.0049) == "0.005"
+    assert roofline.fixed(4.893e-06) == "<0.001" and roofline.fixed(0) == "0"
+    assert roofline.fixed(1_234_567.891, 0) == "1,234,568" and roofline.fixed(math.inf) == "inf"
+    assert roofline.pick_unit(19.07e-3, roofline.TIME_UNITS[1:]) == ("ms", 1e-3)
+    assert roofline.pick_unit(4.5e-6, roofline.TIME_UNITS[1:]) == ("µs", 1e-6)
+
+
+def test_tables_never_print_scientific_notation(llama3):
+    import re
+    pre = serving.prefill_roofline(llama3, "h100", "bf16", 1, 1000)
+    dec = serving.decode_roofline(llama3, "h100", "bf16", 1, 1000)
+    sweep = serving.sweep_table(serving.sweep(llama3, "h100", "bf16", [1, 8, 64], 1000, 200))
+    for text in (pre.table("op"), dec.table("op"), pre.table("name"), sweep):
+        assert not re.search(SCIENTIFIC, text), text
+    assert "TFLOP" in pre.table("op") and "roofline ms" in pre.table("op")
+    matmul = next(line for line in pre.table("op").splitlines() if line.startswith("matmul"))
+    assert matmul.split()[1:3] == ["13.960", "19.466"]         # TFLOP, GB moved
+    assert "1,641" in sweep                                     # batch 8: decode tokens/s over the batch
+    fake = measured.Measurement("m", 1, 8, 4, hardware.get("h100"), "bf16",
+                                {"decode": measured.Compared("decode", 2e-3, 1.234e-7)},
+                                {("decode", "matmul"): measured.Compared("matmul", 1e-3, 4.893e-9)})
+    table = fake.table()
+    rows = table.splitlines()[2:]                                  # below the title and the units line
+    assert not re.search(SCIENTIFIC, "\n".join(rows)), table
+    assert "2,000.00" in table and "16,207.46" in table and "204,373.59" in table and "measured µs" in table

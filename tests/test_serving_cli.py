@@ -200,3 +200,23 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, message):
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"minitx {argv[0]}: error:")
+
+
+@pytest.mark.parametrize("flag, value, unit", [("--peak", "-1", "TFLOP/s"), ("--peak", "nan", "TFLOP/s"),
+                                               ("--bandwidth", "-5", "GB/s"), ("--memory", "0", "GB")])
+def test_overrides_are_refused_as_the_user_typed_them(capsys, flag, value, unit):
+    code, out, err = run(capsys, "roofline", "llama-3-8b", flag, value)
+    assert code == 2 and out == ""
+    assert f"{flag} must be a finite number > 0 (in {unit}), got {value}" in err
+    assert "e+" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", ['{"name": "x"}', "not json", "[1, 2]"])
+def test_a_bad_hardware_file_is_named(capsys, tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    code, _, err = run(capsys, "roofline", "llama-3-8b", "--hw", str(path))
+    assert code == 2 and str(path) in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "cost", "llama-3-8b", "--hw", str(tmp_path / "missing.json"), "--gpu-price", "2",
+                       "--api-price-in", "1", "--api-price-out", "1")
+    assert code == 2 and "missing.json" in err and "no such hardware file" in err

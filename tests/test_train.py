@@ -192,3 +192,62 @@ def test_plain_checkpoint_is_not_a_model(tmp_path):
     assert not os.path.exists(tmp_path / "missing.ckpt")
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.ckpt")
+
+
+# ---- refusing what cannot fit, before anything is allocated --------------------------------------------------
+
+def test_train_refuses_a_model_too_big_for_this_machine(tmp_path, capsys):
+    path = tmp_path / "m.ckpt"
+    assert main(["train", "--preset", "llama-2-7b", "--out", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "llama-2-7b" in err and " GB" in err and "MemoryError" not in err
+    assert not path.exists()
+
+
+def test_train_memory_check_uses_the_training_formula():
+    import argparse
+    from minitx import formulas
+    from minitx.commands import train
+    args = argparse.Namespace(preset="tiny-gpt2", batch=2, seq=16, dtype="float32")
+    cfg = train._config("tiny-gpt2", 16)
+    need = formulas.training_memory(cfg, 2, 16, "float32")["total"]
+    train._check_memory(cfg, args, available=2 * need)               # exactly half the machine: allowed
+    with pytest.raises(ValueError, match=r"tiny-gpt2.*needs about 0\.0 GB"):
+        train._check_memory(cfg, args, available=2 * need - 1)
+    assert train.machine_memory() > 0
+
+
+# ---- minitx generate: defaults that fit, one-line errors -------------------------------------------------------
+
+def _tiny_checkpoint(tmp_path) -> str:
+    cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
+    path = str(tmp_path / "g.ckpt")
+    save_model(path, Transformer(cfg, seed=0), meta={"tokenizer": "bytes"})
+    return path
+
+
+def test_generate_default_fills_a_small_context(tmp_path, capsys):
+    path = _tiny_checkpoint(tmp_path)
+    assert main(["generate", "--checkpoint", path, "--prompt", "abcd", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("abcd") and out.endswith("\n")
+    model = load_model(path)[0]
+    from minitx import generate
+    ids = generate(model, [list(b"abcd")], 28)[0]                    # min(200, n_ctx − prompt) = 28
+    assert out == "abcd" + bytes(ids).decode("utf-8", errors="replace") + "\n"
+
+
+def test_generate_errors_are_one_line(tmp_path, capsys):
+    path = _tiny_checkpoint(tmp_path)
+    assert main(["generate", "--checkpoint", path, "--prompt", "abcd", "--max-new-tokens", "29"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the prompt has 4 tokens" in err and "n_ctx=32" in err
+    assert "prompt 0" not in err and "at most 28" in err
+    assert main(["generate", "--checkpoint", path, "--prompt", "x" * 32]) == 2
+    assert "no room" in capsys.readouterr().err
+    missing = str(tmp_path / "nope.ckpt")
+    assert main(["generate", "--checkpoint", missing, "--prompt", "a"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and missing in err and "not found" in err and "Errno" not in err
+    assert main(["generate", "--checkpoint", str(tmp_path), "--prompt", "a"]) == 2
+    assert "directory" in capsys.readouterr().err

@@ -235,8 +235,8 @@ def roofline(args) -> int:
     r = report
     print(f"{cfg.name}: {r['params']:,} parameters, {r['weight_bytes'] / 1e9:.2f} GB of weights in {args.dtype}, "
           f"KV cache {r['kv_bytes_per_token']:,} bytes per token (GB = 1e9 bytes)")
-    print(f"{hw.name}: {hw.peak(rl.hw_dtype(args.dtype)) / 1e12:.4g} TFLOP/s dense {args.dtype}, "
-          f"{hw.bandwidth / 1e9:.4g} GB/s, {hw.memory / 1e9:.4g} GB; ridge {r['ridge']:.1f} FLOP/byte")
+    print(f"{hw.name}: {rl.rate(hw.peak(rl.hw_dtype(args.dtype)))} dense {args.dtype}, "
+          f"{hw.bandwidth / 1e9:,.1f} GB/s, {hw.memory / 1e9:,.1f} GB; ridge {r['ridge']:.1f} FLOP/byte")
     print()
     read, gather = r["decode_floor_b1"]["read"], r["decode_floor_b1"]["gather"]
     pre = r["prefill_floor_b1"]
@@ -244,7 +244,7 @@ def roofline(args) -> int:
     print(f"  decode floor = weight bytes / bandwidth  = {read['time'] * 1e3:.3f} ms every parameter read; "
           f"{gather['time'] * 1e3:.3f} ms with the embedding gathered (one row per token)")
     print(f"  prefill      = (2·P·T + causal attention) / peak = {pre['t_compute'] * 1e3:.3f} ms for T={args.prompt} "
-          f"at 100% of peak ({pre['flops'] / 1e12:.4g} TFLOP)")
+          f"at 100% of peak ({pre['flops'] / 1e12:,.3f} TFLOP)")
     print()
     print(f"Op by op (formulas' costs; Σ max(FLOPs/peak, bytes/bandwidth)), prompt {args.prompt}, gen {args.gen}:")
     print(srv.sweep_table(r["_points"]))
