@@ -29,6 +29,9 @@ Each op call is one kernel: it reads each operand once and writes each output on
 the op was handed, with two exceptions that follow what the code touches:
 * an embedding gather reads only the rows it selects (B·T rows of C), and its backward scatter-adds into them;
 * the decoder hands attention the slice of the KV cache in use, (B, KV, t, HS), not the whole preallocation.
+Not counted: argument checks that guard the kernels (token ids in range, AdamW's finite-gradient check), and
+Gemma's (C,) temporary 1 + w (its C adds are counted, its C-element write is not): validation and scalar-sized
+set-up, not the model's computation.
 Bytes are told apart by category: `weights` (parameters, and the RoPE cos/sin tables, read-only model constants),
 `activations` (everything computed per token, token ids and positions included), `kv_cache`, `gradients`,
 `optimizer_state` (Adam's m and v).
