@@ -30,6 +30,7 @@ literature's approximations at the bottom are there to be compared with the exac
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 from . import conventions as cv
@@ -46,14 +47,21 @@ _DTYPE_ALIASES = {"fp64": "float64", "f64": "float64", "double": "float64", "fp3
                   "bf16": "bfloat16", "i8": "int8"}
 
 
-def itemsize(dtype) -> int:
-    """Bytes per element of `dtype`: a name ("float32", "bf16", ...) or anything with a `.name` (a numpy dtype)."""
+def dtype_name(dtype) -> str:
+    """The canonical name of `dtype` ("bf16" -> "bfloat16"): a name or anything with a `.name` (a numpy dtype)."""
     name = getattr(dtype, "name", dtype)
     if isinstance(name, str):
-        key = _DTYPE_ALIASES.get(name.lower(), name.lower())
+        key = name.strip().lower()
+        key = _DTYPE_ALIASES.get(key, key)
         if key in DTYPE_BYTES:
-            return DTYPE_BYTES[key]
-    raise ValueError(f"dtype {dtype!r} is unknown; choose one of {', '.join(DTYPE_BYTES)}")
+            return key
+    raise ValueError(f"dtype {dtype!r} is unknown; choose one of {', '.join(DTYPE_BYTES)} "
+                     f"(or {', '.join(_DTYPE_ALIASES)})")
+
+
+def itemsize(dtype) -> int:
+    """Bytes per element of `dtype` (see dtype_name)."""
+    return DTYPE_BYTES[dtype_name(dtype)]
 
 
 # ==============================================================================================================
@@ -594,7 +602,7 @@ def activation_sizes(cfg: Config, B: int, T: int, dtype="float32", kv_len: int |
     keys (default T): the candidates for "the largest activation"."""
     _check_bt(cfg, B, T)
     C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
-    S = T if kv_len is None else _positive_int("kv_len", kv_len)
+    S = T if kv_len is None else positive_int("kv_len", kv_len)
     s = itemsize(dtype)
     N = B * T
     return {"residual": N * C * s,          # (B, T, C): embedding, norms, residual adds, down projection
@@ -628,7 +636,7 @@ def kv_bytes_per_token(cfg: Config, dtype="float32") -> int:
 
 def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32") -> int:
     """The cache for B sequences of S positions: 2·L·KV·HS·S·B·itemsize."""
-    return kv_bytes_per_token(cfg, dtype) * _positive_int("S", S) * _positive_int("B", B)
+    return kv_bytes_per_token(cfg, dtype) * positive_int("S", S) * positive_int("B", B)
 
 
 # ==============================================================================================================
@@ -652,7 +660,7 @@ def approx_forward_flops_2P(cfg: Config, tokens: int, n_params: int | None = Non
     P defaults to num_params(cfg). Kaplan uses the non-embedding N (non_embedding_params, roughly); the exact
     matmul count is 2·matmul_params per token, plus attention's 4·L·T·Q (see attention_flops_palm)."""
     P = num_params(cfg) if n_params is None else n_params
-    return 2 * P * _positive_int("tokens", tokens)
+    return 2 * P * positive_int("tokens", tokens)
 
 
 def approx_training_flops_6P(cfg: Config, tokens: int, n_params: int | None = None) -> int:
@@ -661,7 +669,7 @@ def approx_training_flops_6P(cfg: Config, tokens: int, n_params: int | None = No
     Drops attention's context-dependent term, the non-matmul ops and the optimizer. Sources disagree on N:
     Kaplan non-embedding, nanoGPT params − wpe, llm.c all params (this default), Chinchilla all + embeddings."""
     P = num_params(cfg) if n_params is None else n_params
-    return 6 * P * _positive_int("tokens", tokens)
+    return 6 * P * positive_int("tokens", tokens)
 
 
 def attention_flops_kaplan(cfg: Config, T: int) -> int:
@@ -669,14 +677,14 @@ def attention_flops_kaplan(cfg: Config, T: int) -> int:
     llm.c uses this (×3 for training: 6·L·C·T). Half of PaLM's: it matches counting only QKᵀ, or both QKᵀ and
     A·V over the causal half; the paper does not say which."""
     _require_config(cfg)
-    return 2 * cfg.n_layers * _positive_int("T", T) * cfg.q_dim
+    return 2 * cfg.n_layers * positive_int("T", T) * cfg.q_dim
 
 
 def attention_flops_palm(cfg: Config, T: int) -> int:
     """PaLM / nanoGPT / Chinchilla / Scaling Book: 4·L·T·d_attn forward FLOPs per token (QKᵀ and A·V, each
     2·T·d per layer, over the full T×T). minitx's scores + mix count exactly this: 4·L·T·NH·HS per token."""
     _require_config(cfg)
-    return 4 * cfg.n_layers * _positive_int("T", T) * cfg.q_dim
+    return 4 * cfg.n_layers * positive_int("T", T) * cfg.q_dim
 
 
 def palm_training_flops_per_token(cfg: Config, T: int, n_params: int | None = None) -> int:
@@ -709,10 +717,12 @@ def mixed_precision_training_bytes(cfg: Config, recipe: str = "mixed") -> int:
     return sum(TRAINING_RECIPES[recipe].values()) * num_params(cfg)
 
 
-def _positive_int(arg: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{arg}={value!r} must be a positive integer")
-    return value
+def positive_int(arg: str, value, lowest: int = 1) -> int:
+    """`value` as an int if it is an integer ≥ lowest (NumPy integers included), else a ValueError naming `arg`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
+        what = "a positive integer" if lowest == 1 else f"an integer >= {lowest}"
+        raise ValueError(f"{arg}={value!r} must be {what}")
+    return int(value)
 
 
 def _require_config(cfg) -> None:

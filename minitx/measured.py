@@ -14,7 +14,8 @@ import numpy as np
 from .config import Config
 from .counting import Counter
 from .hardware import Hardware, get as get_hardware
-from .roofline import analyze, finite_or_none, fixed, hw_dtype, positive_int
+from .formulas import positive_int
+from .roofline import analyze, finite_or_none, fixed, hw_dtype
 
 # ==============================================================================================================
 # Predicted vs measured, on this machine

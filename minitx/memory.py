@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .formulas import positive_int
 from .model import Transformer, _positions
 from .ops.loss import cross_entropy_forward
 
@@ -252,12 +253,6 @@ def _predicted(cfg, B: int, T: int, dtype: str, kv: tuple | None) -> dict:
     return out
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def report(model: Transformer, B: int, T: int, optimizer=None, cache=None, seed: int = 0) -> MemoryReport:
     """Measure the memory of `model` for a batch of B sequences of T tokens.
 
@@ -269,7 +264,7 @@ def report(model: Transformer, B: int, T: int, optimizer=None, cache=None, seed:
     """
     if not isinstance(model, Transformer):
         raise TypeError(f"model must be a minitx Transformer, got {type(model).__name__}")
-    B, T = _positive_int("B", B), _positive_int("T", T)
+    B, T = positive_int("B", B), positive_int("T", T)
     if T > model.cfg.n_ctx:
         raise ValueError(f"T={T} exceeds the model's context n_ctx={model.cfg.n_ctx}")
     tokens = np.random.default_rng(seed).integers(0, model.cfg.vocab_size, size=(B, T), dtype=np.int64)

@@ -118,9 +118,10 @@ class Transformer:
         learned = cfg.position == "learned"
         x, emb = embedding_forward(tokens, pos if learned else None, P["wte"], P.get("wpe"), self.embed_scale,
                                    "embed")
+        S = tokens.shape[1] if kv is None else int(pos.max()) + 1   # keys attended to: the longest sequence so far
         layer_caches = []
         for l in range(cfg.n_layers):
-            x, lc = self._block_forward(l, x, pos, kv, keep)
+            x, lc = self._block_forward(l, x, pos, S, kv, keep)
             if keep:
                 layer_caches.append(lc)
         B, T, C = x.shape
@@ -133,7 +134,7 @@ class Transformer:
         logits = logits.reshape(B, cfg.vocab_size) if last is not None else logits.reshape(B, T, cfg.vocab_size)
         return logits, ((emb, layer_caches, lnf, head) if keep else None)
 
-    def _block_forward(self, l: int, x: np.ndarray, pos: np.ndarray, kv, keep: bool):
+    def _block_forward(self, l: int, x: np.ndarray, pos: np.ndarray, S: int, kv, keep: bool):
         """x (B, T, C) -> (B, T, C), and the layer's caches when `keep`.
 
         Each op returns (out, cache); `kept` holds on to the cache only when training. For inference nothing is
@@ -157,7 +158,6 @@ class Transformer:
             v_dst = np.empty_like(k_dst)
         else:
             k_dst, v_dst = kv.k[l], kv.v[l]
-        S = T if kv is None else int(pos.max()) + 1            # keys in use: the longest sequence so far
         cos, sin = self.rope
         # attention block: h is the current intermediate, its shape in the comment
         h = kept(norm_forward(x, P[f"{n}.ln_1.w"], P.get(f"{n}.ln_1.b"), cfg.norm, cfg.norm_eps,

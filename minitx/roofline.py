@@ -39,9 +39,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
-import numpy as np
-
 from . import formulas
+from .formulas import dtype_name, positive_int
 from .config import Config
 from .counting import Counter
 from .hardware import Hardware, get as get_hardware
@@ -50,29 +49,11 @@ COMPUTE, MEMORY = "compute", "memory"
 
 # dtype as the formulas spell it -> as the hardware presets spell it
 _HW_DTYPE = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8"}
-_ALIASES = {"fp64": "float64", "fp32": "float32", "f32": "float32", "fp16": "float16", "half": "float16",
-            "bf16": "bfloat16", "i8": "int8"}
-
-
-def dtype_name(dtype: Any) -> str:
-    """The formulas' name of a dtype ("bf16" -> "bfloat16"); raises on an unknown one."""
-    name = getattr(dtype, "name", dtype)
-    key = _ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
-    if key not in _HW_DTYPE:
-        raise ValueError(f"dtype {dtype!r} is unknown; choose one of bf16, fp16, fp32, int8 "
-                         "(or bfloat16, float16, float32, float64)")
-    return key
 
 
 def hw_dtype(dtype: Any) -> str:
     """The hardware presets' name of a dtype ("bfloat16" -> "bf16")."""
     return _HW_DTYPE[dtype_name(dtype)]
-
-
-def positive_int(name: str, value: Any, lowest: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
-        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
-    return int(value)
 
 
 # ==============================================================================================================

@@ -16,7 +16,8 @@ import numpy as np
 from . import formulas
 from .config import Config
 from .hardware import Hardware, get as get_hardware
-from .roofline import Roofline, analyze, dtype_name, fixed, memory_needed, positive_int
+from .formulas import dtype_name, positive_int
+from .roofline import Roofline, analyze, fixed, memory_needed
 
 # ==============================================================================================================
 # Serving a real model: TTFT, TPOT, throughput, from the formulas' op costs

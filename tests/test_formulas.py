@@ -369,7 +369,7 @@ def test_formulas_imports_only_config_and_conventions():
             imported |= {f"{'.' * node.level}{node.module or ''}:{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             imported |= {a.name for a in node.names}
-    assert imported == {"__future__:annotations", "dataclasses:dataclass", "dataclasses:field",
+    assert imported == {"__future__:annotations", "dataclasses:dataclass", "dataclasses:field", "numbers",
                         ".:conventions", ".config:Config"}
 
 

@@ -19,6 +19,7 @@ import os
 import sys
 
 from .. import cost as cost_model
+from .. import formulas
 from .. import hardware as hw_mod
 from .. import roofline as rl
 from .. import serving as srv
@@ -108,8 +109,7 @@ def _check_fits(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[int]
     for B in batches:
         need = rl.memory_needed(cfg, dtype, B, context)
         if need > hw.memory:
-            from .. import formulas
-            weights = formulas.param_bytes(cfg, rl.dtype_name(dtype))
+            weights = formulas.param_bytes(cfg, formulas.dtype_name(dtype))
             most = rl.max_batch(cfg, hw, dtype, context)
             hint = (f"the largest batch that fits at {context} tokens per sequence is {most}" if most else
                     "the weights alone do not fit")
@@ -188,8 +188,7 @@ def add_arguments_roofline(p: argparse.ArgumentParser) -> None:
 def roofline_report(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[int], prompt: int,
                     gen: int) -> dict:
     """Everything `minitx roofline` prints, as plain data (and the Roofline objects for plots)."""
-    from .. import formulas
-    name = rl.dtype_name(dtype)
+    name = formulas.dtype_name(dtype)
     points = srv.sweep(cfg, hw, dtype, batches, prompt, gen)
     crit = rl.critical_batch(cfg, hw, dtype)
     mid = prompt + max(gen - 2, 0) // 2
