@@ -63,7 +63,7 @@ fwd = infer.flops
 print(f"{'op':<12} {'FLOPs':>14} {'share':>7}")
 for op, t in sorted(infer.by("op").items(), key=lambda kv: -kv[1].flops):
     print(f"{op:<12} {t.flops:>14,} {t.flops / fwd:>7.1%}")
-fwd_formula = formulas.summary(formulas.forward_pass(cfg, B, T))["flops"]
+fwd_formula = formulas.forward_pass(cfg, B, T).flops
 print(f"{'total':<12} {fwd:>14,}   formula forward_pass: {fwd_formula:,}")
 assert fwd == fwd_formula
 
@@ -122,7 +122,7 @@ print(f"training (forward + backward) {train_fb:,} FLOPs")
 print(f"  3 × inference forward        {3 * fwd:,}  ({train_fb / (3 * fwd) - 1:+.2%})")
 print(f"  6·P·tokens                   {6 * P * tokens_n:,}  ({train_fb / (6 * P * tokens_n) - 1:+.2%})")
 step = formulas.training_step(cfg, B, T)
-assert train_fb == formulas.summary(step["forward"])["flops"] + formulas.summary(step["backward"])["flops"]
+assert train_fb == step.filter(phase="forward").flops + step.filter(phase="backward").flops
 
 # %% [markdown]
 # 3 × inference is right to a fraction of a percent. 6·P·tokens is off by the same amount as 2·P·tokens:
@@ -130,8 +130,8 @@ assert train_fb == formulas.summary(step["forward"])["flops"] + formulas.summary
 # The optimizer step (15 FLOPs per parameter for AdamW) is per step, not per token, and negligible:
 
 # %%
-print(f"AdamW: {formulas.summary(step['optimizer'])['flops']:,} FLOPs = "
-      f"{formulas.summary(step['optimizer'])['flops'] / train_fb:.2%} of this step's forward + backward")
+adamw = step.filter(phase="optimizer").flops
+print(f"AdamW: {adamw:,} FLOPs = {adamw / train_fb:.2%} of this step's forward + backward")
 
 # %% [markdown]
 # ## 5. The attention term, and when it matters
@@ -150,8 +150,8 @@ for name, T_ in (("gpt2", 1024), ("llama-2-7b", 4096), ("llama-3-8b", 8192), ("g
                  ("llama-3-70b", 8192)):
     c = Config.preset(name)
     costs = formulas.forward_pass(c, 1, T_)
-    total = formulas.summary(costs)["flops"]
-    att = sum(v.flops for k, v in costs.items() if k.endswith((".scores", ".mix")))
+    total = costs.flops
+    att = costs.filter(op="attention").flops          # the scores and mix matmuls
     attention_share[name] = att / total
     per_2p = formulas.attention_flops_palm(c, T_) / (2 * formulas.num_params(c))
     print(f"{name:<12} {T_:>6} {T_ / (6 * c.d_model):>20.1%} {per_2p:>21.1%} {att / total:>31.1%}")
@@ -191,7 +191,7 @@ gpt2 = Config.preset("gpt2")
 Tg = 1024
 wpe = gpt2.n_ctx * gpt2.d_model
 step_g = formulas.training_step(gpt2, 1, Tg)
-exact_per_token = (formulas.summary(step_g["forward"])["flops"] + formulas.summary(step_g["backward"])["flops"]) / Tg
+exact_per_token = (step_g.filter(phase="forward").flops + step_g.filter(phase="backward").flops) / Tg
 per_token = {
     "PaLM / nanoGPT: 6(P − wpe) + 12·L·H·Q·T": formulas.palm_training_flops_per_token(
         gpt2, Tg, n_params=formulas.num_params(gpt2) - wpe),
@@ -201,7 +201,8 @@ per_token = {
 }
 for name, v in per_token.items():
     print(f"{name:<42} {v:>14,.0f} FLOPs/token  {v / exact_per_token - 1:+7.1%}")
-head = step_g["forward"]["lm_head"].flops / formulas.summary(step_g["forward"])["flops"]
+forward_g = step_g.filter(phase="forward")
+head = forward_g["lm_head"].flops / forward_g.flops
 print(f"the LM head alone is {head:.1%} of GPT-2 small's forward FLOPs at T = {Tg}")
 
 # %% [markdown]

@@ -63,8 +63,8 @@ ratios = {}
 for t in (16, 32, 64, 96, 127):
     with count() as again:
         model.forward(ids[:, :t + 1])
-    dec = formulas.summary(formulas.decode_step(cfg, B, t))["flops"]
-    rec = formulas.summary(formulas.recompute_step(cfg, B, t))["flops"]
+    dec = formulas.decode_step(cfg, B, t).flops
+    rec = formulas.recompute_step(cfg, B, t).flops
     ratios[t] = again.flops / steps[t].flops
     print(f"{t:>4} {steps[t].flops:>12,} {dec:>12,} {again.flops:>14,} {rec:>14,} {ratios[t]:>6.1f}x")
     assert steps[t].flops == dec and again.flops == rec
@@ -77,7 +77,7 @@ for t in (16, 32, 64, 96, 127):
 # %%
 print(f"{'t':>4} {'kv_cache bytes read':>20} {'2·L·KV·HS·(t+1)·B·4':>22} {'attention FLOPs':>16}")
 for t in (16, 64, 127):
-    read = steps[t].bytes_by_category("read")["kv_cache"]
+    read = steps[t].reads["kv_cache"]
     by_hand = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * (t + 1) * B * 4
     att = steps[t].filter(op="attention").flops
     print(f"{t:>4} {read:>20,} {by_hand:>22,} {att:>16,}")
@@ -97,7 +97,7 @@ print(f"cache.nbytes {cache.nbytes:,} B; formula {formula_bytes:,} B; "
 assert cache.nbytes == formula_bytes == by_hand
 
 per_token = formulas.kv_bytes_per_token(cfg, "float32")
-written = steps[64].bytes_by_category("written")["kv_cache"]
+written = steps[64].writes["kv_cache"]
 print(f"each decode step writes {written:,} B of K and V = {per_token:,} B per token × {B} sequences")
 assert written == per_token * B
 

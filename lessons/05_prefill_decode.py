@@ -70,8 +70,8 @@ for ph, N in (("prefill", B * T), ("decode", B)):
 # %%
 for ph in ("prefill", "decode"):
     t = counter.filter(phase=ph).totals()
-    f = formulas.summary(expected[ph])
-    assert (t.flops, t.bytes) == (f["flops"], f["bytes_read"] + f["bytes_written"])
+    f = expected[ph]
+    assert t == f.totals()          # FLOPs, MACs and bytes per category, all equal
     print(f"{ph:<8} {t.flops / 1e6:9.2f} MFLOP  {t.bytes / 1e6:7.2f} MB moved  intensity {t.intensity:6.2f} FLOP/B")
 
 # %% [markdown]
@@ -139,8 +139,8 @@ print(f"prefill:     roofline {prefill.predicted * 1e3:.3f} ms, measured {prefil
 # %%
 for name in ("llama-2-7b", "llama-3-8b"):
     c = Config.preset(name)
-    read = roofline.decode_floor(c, h100, "bf16", batch=1, context=0, embedding="read")
-    gather = roofline.decode_floor(c, h100, "bf16", batch=1, context=0, embedding="gather")
+    read = serving.decode_floor(c, h100, "bf16", batch=1, context=0, embedding="read")
+    gather = serving.decode_floor(c, h100, "bf16", batch=1, context=0, embedding="gather")
     by_hand = formulas.num_params(c) * 2 / 3.35e12
     print(f"{name}: every parameter read {read.time * 1e3:.2f} ms (by hand {by_hand * 1e3:.2f} ms); "
           f"input embedding only gathered, one row per token: {gather.time * 1e3:.2f} ms "
@@ -156,7 +156,7 @@ for name in ("llama-2-7b", "llama-3-8b"):
 # %%
 c = Config.preset("llama-3-8b")
 for with_embedding in (True, False):
-    p = roofline.prefill_floor(c, h100, "bf16", tokens=1000, embedding_flops=with_embedding)
+    p = serving.prefill_floor(c, h100, "bf16", tokens=1000, embedding_flops=with_embedding)
     label = "2 FLOPs for every parameter" if with_embedding else "embedding lookup costs no FLOPs"
     print(f"llama-3-8b prefill of 1,000 tokens at 100% of peak ({label}): {p.t_compute * 1e3:.1f} ms "
           f"= ({p.linear_flops / 1e12:,.3f} + {p.attention_flops / 1e12:,.3f} attention) TFLOP / 989.4 TFLOP/s")
@@ -186,7 +186,7 @@ print(dec.table("op"))
 # %%
 print(f"prefill: {pre.time * 1e3:.2f} ms, intensity {pre.intensity:.0f} FLOP/B, {pre.total().bound}-bound")
 print(f"decode:  {dec.time * 1e3:.3f} ms per step, intensity {dec.intensity:.2f} FLOP/B, {dec.total().bound}-bound")
-floor = roofline.decode_floor(c, h100, "bf16", embedding="gather")
+floor = serving.decode_floor(c, h100, "bf16", embedding="gather")
 print(f"decode floor (embedding gathered): {floor.time * 1e3:.3f} ms")
 
 # %% [markdown]

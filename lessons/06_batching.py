@@ -49,9 +49,9 @@ for B in (1, 8, 32, 64, 128, 256, 512, 1024):
 print(f"{'hardware':<12} {'dtype':<6} {'ridge':>7} {'B* = ridge·s/2':>15} {'B* from ops':>12}")
 for name, dtype in (("h100-sxm", "bf16"), ("h100-sxm", "int8"), ("a100-80gb", "bf16"), ("l4", "bf16"),
                     ("h200", "bf16")):
-    crit = roofline.critical_batch(cfg, name, dtype)
+    crit = serving.critical_batch(cfg, name, dtype)
     print(f"{name:<12} {dtype:<6} {crit.ridge:>7.1f} {crit.analytic:>15.1f} {crit.from_ops:>12}")
-crit = roofline.critical_batch(cfg, h100, "bf16")
+crit = serving.critical_batch(cfg, h100, "bf16")
 
 # %% [markdown]
 # In int8, a parameter is one byte and meets 2·B integer operations: intensity 2·B. The chip's int8 peak is
@@ -69,7 +69,7 @@ kv_token = formulas.kv_bytes_per_token(cfg, "bf16")
 print(f"KV cache: {kv_token:,} bytes per token; weights {formulas.param_bytes(cfg, 'bf16') / 1e9:.2f} GB")
 print(f"{'B':>5} {'context':>8} {'weights ms':>11} {'KV ms':>8} {'step ms':>9} {'by hand: B·S·KV/BW ms':>22}")
 for B, S in ((1, 0), (1, 8000), (32, 2048), (32, 8000), (64, 8000)):
-    f = roofline.decode_floor(cfg, h100, "bf16", batch=B, context=S)
+    f = serving.decode_floor(cfg, h100, "bf16", batch=B, context=S)
     print(f"{B:>5} {S:>8} {f.t_weights * 1e3:>11.3f} {f.t_kv * 1e3:>8.3f} {f.time * 1e3:>9.3f} "
           f"{B * S * kv_token / 3.35e12 * 1e3:>22.3f}")
 
@@ -79,10 +79,10 @@ for B, S in ((1, 0), (1, 8000), (32, 2048), (32, 8000), (64, 8000)):
 
 # %%
 for S in (2048, 8192):
-    most = roofline.max_batch(cfg, h100, "bf16", context=S)
+    most = serving.max_batch(cfg, h100, "bf16", context=S)
     by_hand = int((80e9 - formulas.param_bytes(cfg, "bf16")) // (S * kv_token))
     print(f"context {S}: at most {most} sequences fit in 80 GB (by hand {by_hand}); "
-          f"B={most + 1} would need {roofline.memory_needed(cfg, 'bf16', most + 1, S) / 1e9:.1f} GB")
+          f"B={most + 1} would need {serving.memory_needed(cfg, 'bf16', most + 1, S) / 1e9:.1f} GB")
 print(f"critical batch {crit.from_ops}: at 8k context the memory runs out first")
 
 # %% [markdown]
@@ -121,7 +121,7 @@ print(f"{'B':>4} {'FLOP/B':>7} {'roofline ms':>12} {'measured ms':>12} {'rooflin
 for p in sweep:
     print(f"{p.batch:>4} {p.intensity:>7.2f} {p.predicted * 1e3:>12.3f} {p.measured * 1e3:>12.3f} "
           f"{p.predicted_tokens_per_s:>15,.0f} {p.tokens_per_s:>15,.0f} {p.factor:>7.1f}")
-cpu_crit = roofline.critical_batch(small, cpu, "fp32")
+cpu_crit = serving.critical_batch(small, cpu, "fp32")
 print(f"critical batch here: ridge · 4 / 2 = {cpu_crit.analytic:.1f}; from the ops {cpu_crit.from_ops}")
 
 # %% [markdown]

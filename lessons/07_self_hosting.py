@@ -34,11 +34,11 @@ print(f"GPU ${GPU_PER_HOUR:.2f}/h; API ${API.input_per_million:.2f}/M in, ${API.
 # %%
 print(f"{'B':>5} {'step ms':>8} {'tokens/s':>9} {'$ per M tokens':>15} {'by hand':>8}")
 for B in (1, 8, 32, 64, 128):
-    step = roofline.decode_floor(cfg, h100, "bf16", batch=B, context=2048)
+    step = serving.decode_floor(cfg, h100, "bf16", batch=B, context=2048)
     usd = cost.cost_per_million_tokens(GPU_PER_HOUR, step.tokens_per_s)
     by_hand = GPU_PER_HOUR / 3600 / (B / step.time) * 1e6
     print(f"{B:>5} {step.time * 1e3:>8.3f} {step.tokens_per_s:>9,.0f} {usd:>15.2f} {by_hand:>8.2f}")
-need = roofline.memory_needed(cfg, "bf16", 256, 2048)
+need = serving.memory_needed(cfg, "bf16", 256, 2048)
 print(f"B=256 would need {need / 1e9:.1f} GB (weights + KV cache) of the H100's 80 GB: it does not fit")
 
 # %% [markdown]

@@ -11,6 +11,10 @@ The public API (what the lessons and the command line use):
     hardware, roofline, serving         GPUs and this machine, the roofline model, batching and latency
     measured, cost, plots               predicted vs measured on this CPU, self-hosting economics, charts
 
+The package is laid out by what each part is for (see each folder's __init__): core/ what runs, accounting/ the
+counts and the closed forms, serving/ hardware, roofline, latency and cost, measure/ this machine, io/ files,
+teaching/ `minitx check` and pictures, cli/ the command line.
+
 Names are imported on first use (PEP 562), so `minitx params llama-2-70b`, which needs only the closed forms,
 answers without loading Numba and the kernels.
 """
@@ -20,20 +24,26 @@ import importlib
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it
-_NAMES = {"Config": "config", "Transformer": "model", "AdamW": "optim", "KVCache": "decode", "generate": "decode",
-          "count": "counting", "load_hf": "hf", "export_hf": "hf", "hf_config": "hf"}
-_MODULES = ("conventions", "cost", "formulas", "hardware", "measured", "memory", "plots", "roofline", "serving")
-__all__ = [*_NAMES, *_MODULES]
+# public name -> (module that defines it, attribute or None for the module itself)
+_NAMES = {
+    "Config": ("core.config", "Config"), "Transformer": ("core.model", "Transformer"),
+    "AdamW": ("core.optim", "AdamW"), "KVCache": ("core.kv_cache", "KVCache"),
+    "generate": ("core.generate", "generate"), "count": ("accounting.counting", "count"),
+    "load_hf": ("io.hf", "load_hf"), "export_hf": ("io.hf", "export_hf"), "hf_config": ("io.hf_config", "hf_config"),
+    "conventions": ("accounting.conventions", None), "formulas": ("accounting.formulas", None),
+    "memory": ("accounting.memory", None), "hardware": ("serving.hardware", None),
+    "roofline": ("serving.roofline", None), "serving": ("serving", None), "cost": ("serving.cost", None),
+    "measured": ("measure.inference", None), "plots": ("teaching.plots", None),
+}
+__all__ = list(_NAMES)
 
 
 def __getattr__(name: str):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    elif name in _MODULES:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
+    if name not in _NAMES:
         raise AttributeError(f"module 'minitx' has no attribute {name!r}")
+    module, attr = _NAMES[name]
+    value = importlib.import_module(f".{module}", __name__)
+    value = value if attr is None else getattr(value, attr)
     globals()[name] = value      # later lookups skip this function
     return value
 

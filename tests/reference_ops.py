@@ -31,6 +31,9 @@ import math
 
 import numpy as np
 
+from minitx.core.batch import TokenBatch, pack
+from minitx.core.ops.attention import block_queries
+
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
 
@@ -509,3 +512,28 @@ def check_vjp(forward, inputs: dict[str, np.ndarray], douts, analytic: dict[str,
     loss_scale = float(sum(np.abs(np.asarray(o) * d).sum() for o, d in zip(outs, douts))) + 1.0
     for key, x in inputs.items():
         assert_fd_close(analytic[key], fd_grad(fake_loss, x), f"{name}: d{key}", loss_scale)
+
+
+# ---- layouts: split_forward packs tokens one row each and lays queries out block by block -----------------------
+
+def packed(pos: np.ndarray) -> TokenBatch:
+    """Sequence b's tokens at positions pos[b], in KV slot b, packed one row each."""
+    B, T = pos.shape
+    return pack(np.zeros(B * T, dtype=np.int64), np.repeat(np.arange(B), T), pos.reshape(-1))
+
+
+def by_sequence(q: np.ndarray, batch: TokenBatch, NH: int, HS: int, B: int, T: int) -> np.ndarray:
+    """split's queries, block by block, as one (B, NH, T, HS) array (sequence b = slot b)."""
+    out = np.empty((B, NH, T, HS), dtype=q.dtype)
+    for blk in batch.blocks:
+        out[blk.slot:blk.slot + blk.b] = block_queries(q, blk, NH, HS)
+    return out
+
+
+def to_blocks(dq: np.ndarray, batch: TokenBatch) -> np.ndarray:
+    """The inverse: a (B, NH, T, HS) array laid out block by block, as split_backward reads it."""
+    NH, HS = dq.shape[1], dq.shape[3]
+    flat = np.empty(dq.size, dtype=dq.dtype)
+    for blk in batch.blocks:
+        block_queries(flat, blk, NH, HS)[...] = dq[blk.slot:blk.slot + blk.b]
+    return flat

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from minitx import AdamW, Config, Transformer
-from minitx.config import PRESETS
+from minitx.core.config import PRESETS
 
 CFG = Config(name="test-bad", vocab_size=10, n_ctx=6, d_model=8, n_layers=1, n_heads=2)
 

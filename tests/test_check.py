@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from minitx import check
-from minitx.check import Claim
+from minitx.cli import check as check_cli
+from minitx.teaching import check
+from minitx.teaching.check import Claim
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +117,8 @@ def _fake_claims(ok: bool) -> list[Claim]:
 
 @pytest.mark.parametrize("ok, status", [(True, 0), (False, 1)])
 def test_main_prints_a_table_and_fails_on_a_mismatch(monkeypatch, capsys, ok, status):
-    monkeypatch.setattr(check, "run_checks", lambda progress=None: _fake_claims(ok))
-    assert check.main(argparse.Namespace(json=False, quiet=True)) == status
+    monkeypatch.setattr(check_cli, "run_checks", lambda progress=None: _fake_claims(ok))
+    assert check_cli.main(argparse.Namespace(json=False, quiet=True)) == status
     out = capsys.readouterr().out
     assert "parameters allocated = the closed-form count" in out
     assert "formula" in out and "counted" in out and "verdict" in out
@@ -126,8 +127,8 @@ def test_main_prints_a_table_and_fails_on_a_mismatch(monkeypatch, capsys, ok, st
 
 
 def test_main_json_is_the_same_claims(monkeypatch, capsys):
-    monkeypatch.setattr(check, "run_checks", lambda progress=None: _fake_claims(False))
-    assert check.main(argparse.Namespace(json=True, quiet=True)) == 1
+    monkeypatch.setattr(check_cli, "run_checks", lambda progress=None: _fake_claims(False))
+    assert check_cli.main(argparse.Namespace(json=True, quiet=True)) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["passed"] is False
     assert [c["ok"] for c in data["claims"]] == [False, True, True]
@@ -154,8 +155,8 @@ def test_table_shows_notes_bounds_tallies_and_illustrations(monkeypatch, capsys)
         Claim("serving", "m", "illustration", 16, 12, kind="illustration", unit="FLOP/B", source="formula only",
               note="formula vs formula"),
     ]
-    monkeypatch.setattr(check, "run_checks", lambda progress=None: claims)
-    assert check.main(argparse.Namespace(json=False, quiet=True)) == 0    # the illustration never fails
+    monkeypatch.setattr(check_cli, "run_checks", lambda progress=None: claims)
+    assert check_cli.main(argparse.Namespace(json=False, quiet=True)) == 0    # the illustration never fails
     out = capsys.readouterr().out
     assert "4/4 parts" in out and "409/409 ops" in out
     row = next(line for line in out.splitlines() if "peak ÷ largest" in line)

@@ -1,4 +1,4 @@
-"""Tests for minitx.checkpoint: exact round trips, atomic saves, clear errors."""
+"""Tests for minitx.io.checkpoint: exact round trips, atomic saves, clear errors."""
 
 import ast
 import json
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minitx import checkpoint
-from minitx.checkpoint import CheckpointError, load, save
+from minitx.io import checkpoint
+from minitx.io.checkpoint import CheckpointError, load, save
 
 META = {"config": {"d_model": 64, "n_layers": 2, "name": "tiny"}, "step": 7,
         "seed": 0, "lr": 3e-4, "tags": ["a", "b"], "note": None, "ok": True}

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from minitx import cost
-from minitx.cost import ApiPrice, Comparison, Throughput, Workload
+from minitx.serving.cost import ApiPrice, Comparison, Throughput, Workload
 
 EXACT = 1e-12
 

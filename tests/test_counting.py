@@ -1,6 +1,6 @@
-"""Counts from execution equal `minitx.formulas`, exactly, for drawn configurations (STYLE P10, P13).
+"""Counts from execution equal `minitx.accounting.formulas`, exactly, for drawn configurations (STYLE P10, P13).
 
-The model's ops record their cost from the arrays they are handed; `minitx.formulas` derives it from the
+The model's ops record their cost from the arrays they are handed; `minitx.accounting.formulas` derives it from the
 Config and (B, T) alone. Here both run for hypothesis-drawn tiny models (GPT-2 and Llama families, and every
 switch drawn independently: tied/untied, MHA/GQA/MQA, biases or not, Gemma's scale and (1 + w)), and every
 phase, op name, FLOP, MAC and byte per category must agree. The structural claims the lessons make (backward
@@ -8,7 +8,7 @@ phase, op name, FLOP, MAC and byte per category must agree. The structural claim
 attention) are checked on the counts too, and the Counter API on real runs.
 
 `measure_saved_activations` below measures what a training forward keeps by merging the byte spans of the
-arrays its caches hold; `minitx.memory.measure_saved_activations` measures the same by merging views into
+arrays its caches hold; `minitx.accounting.memory.measure_saved_activations` measures the same by merging views into
 their base arrays. Both must equal the formula.
 """
 from __future__ import annotations
@@ -22,12 +22,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minitx
-from minitx import AdamW, Config, Transformer
+from minitx import AdamW, Config, KVCache, Transformer
 from minitx import conventions as cv
 from minitx import formulas, memory
-from minitx.counting import CATEGORIES, Counter, Record
-from minitx.model import _positions
-from minitx.ops.loss import cross_entropy_forward
+from minitx.accounting.counting import Counter
+from minitx.accounting.ledger import CATEGORIES, Ledger, Record, make
+from minitx.core.batch import rectangle
+from minitx.core.ops.loss import cross_entropy_forward
 from strategies import config_and_shape, configs
 
 DTYPES = st.sampled_from(["float32", "float64"])
@@ -38,35 +39,13 @@ ANY_CONFIG = st.one_of(configs(), configs(family="any"))
 
 # ---- helpers -------------------------------------------------------------------------------------------------
 
-def measured(counter: Counter) -> dict[str, dict[str, tuple]]:
-    """{phase: {name: (op, flops, macs, reads, writes)}} in record order, reads and writes as {category: bytes}."""
-    out: dict[str, dict[str, tuple]] = {}
-    for r in counter.records:
-        names = out.setdefault(r.phase, {})
-        assert r.name not in names, f"{r.name} recorded twice in phase {r.phase}"
-        reads: dict[str, int] = {}
-        writes: dict[str, int] = {}
-        for cat, n in r.reads:
-            reads[cat] = reads.get(cat, 0) + n
-        for cat, n in r.writes:
-            writes[cat] = writes.get(cat, 0) + n
-        names[r.name] = (r.op, r.flops, r.macs, reads, writes)
-    return out
-
-
-def predicted(costs: dict[str, formulas.OpCost]) -> dict[str, tuple]:
-    return {name: (c.op, c.flops, c.macs, c.reads, c.writes) for name, c in costs.items()}
-
-
-def assert_same(got: dict[str, tuple], want: dict[str, tuple], what: str) -> None:
-    assert list(got) == list(want), f"{what}: op names or order differ"
-    for name in want:
-        assert got[name] == want[name], f"{what} {name}:\n  counted  {got[name]}\n  formula  {want[name]}"
-
-
-def nonzero(d: dict[str, int]) -> dict[str, int]:
-    """Counter.bytes_by_category lists a category read but never written with 0 written; summary omits it."""
-    return {k: v for k, v in d.items() if v}
+def assert_same(counted: Ledger, formula: Ledger, what: str) -> None:
+    """The two ledgers hold the same records in the same order: name, op, phase, FLOPs, MACs, bytes read and
+    written per category, every one."""
+    got, want = list(counted), list(formula)
+    assert [r.name for r in got] == [r.name for r in want], f"{what}: op names or order differ"
+    for g, w in zip(got, want):
+        assert g == w, f"{what} {w.name}:\n  counted  {g}\n  formula  {w}"
 
 
 def training_run(cfg: Config, B: int, T: int, dtype: str = "float32", seed: int = 0):
@@ -93,18 +72,17 @@ def _arrays(obj, out: list) -> None:
 def measure_saved_activations(model: Transformer, tokens, targets=None) -> int:
     """Bytes of memory held by the arrays a training forward keeps for its backward.
 
-    Runs `_forward(tokens, pos, keep=True)` (and, with targets, the loss's forward, as `loss_and_grads` does)
+    Runs `run(rectangle(tokens), keep=True)` (and, with targets, the loss's forward, as `loss_and_grads` does)
     and walks the returned caches. Parameter views (anything sharing memory with model.flat) and the RoPE
     tables are left out. Arrays are merged by the memory they span, so an array reachable from several caches
     (the positions, the residual stream seen through different reshapes, k and v as views of their buffers)
     counts once."""
     tokens = model.check_tokens(tokens, "tokens")
-    B, T = tokens.shape
-    logits, caches = model._forward(tokens, _positions(B, T), keep=True)
+    logits, caches = model.run(rectangle(tokens), keep=True)
     kept = [caches]
     if targets is not None:
         targets = model.check_tokens(targets, "targets")
-        _, loss_cache = cross_entropy_forward(logits.reshape(B * T, -1), targets.reshape(-1), "loss")
+        _, loss_cache = cross_entropy_forward(logits, targets.reshape(-1), "loss")
         kept.append(loss_cache)
     arrays: list[np.ndarray] = []
     _arrays(kept, arrays)
@@ -151,17 +129,10 @@ def test_training_step_counts_equal_formulas(cfg_bt, dtype):
     cfg, (B, T) = cfg_bt
     model, opt, c = training_run(cfg, B, T, dtype)
     step = formulas.training_step(cfg, B, T, dtype)
-    got = measured(c)
-    assert list(got) == ["forward", "backward", "optimizer"]
-    for ph in got:
-        assert_same(got[ph], predicted(step[ph]), ph)
-        totals = formulas.summary(step[ph])
-        sub = c.filter(phase=ph)
-        assert (totals["flops"], totals["macs"], totals["bytes_read"], totals["bytes_written"]) == \
-            (sub.flops, sub.macs, sub.bytes_read, sub.bytes_written)
-        assert totals["reads"] == nonzero(sub.bytes_by_category("read"))
-        assert totals["writes"] == nonzero(sub.bytes_by_category("written"))
-    assert formulas.summary(step)["flops"] == c.flops        # the nested dict sums over all phases
+    assert list(c.by("phase")) == ["forward", "backward", "optimizer"]
+    assert_same(c, step, "training step")
+    for ph in ("forward", "backward", "optimizer"):     # and so every total of every phase
+        assert c.filter(phase=ph).totals() == step.filter(phase=ph).totals()
 
     # memory that was allocated, against its formula
     assert model.flat.nbytes == formulas.param_bytes(cfg, dtype)
@@ -177,13 +148,12 @@ def test_forward_pass_counts_equal_formulas(cfg_bt, dtype):
     tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (B, T))
     with minitx.count() as c:
         model.forward(tokens)
-    assert_same(measured(c)["forward"], predicted(formulas.forward_pass(cfg, B, T, dtype)), "forward")
+    assert_same(c, formulas.forward_pass(cfg, B, T, dtype), "forward")
 
 
 @settings(max_examples=15)
 @given(ANY_CONFIG_AND_SHAPE, DTYPES)
 def test_prefill_and_decode_counts_equal_formulas(cfg_bt, dtype):
-    from minitx.decode import KVCache, decode, prefill
     cfg, (B, T) = cfg_bt
     cfg = cfg.replace(n_ctx=max(cfg.n_ctx, T + 2))               # room for two decode steps
     model = Transformer(cfg, dtype=dtype)
@@ -191,14 +161,13 @@ def test_prefill_and_decode_counts_equal_formulas(cfg_bt, dtype):
     cache = KVCache(cfg, B, T + 2, dtype)
     assert cache.nbytes == formulas.kv_cache_bytes(cfg, B, T + 2, dtype)
     with minitx.count() as c:
-        prefill(model, rng.integers(0, cfg.vocab_size, (B, T)), cache)
-    assert_same(measured(c)["prefill"], predicted(formulas.prefill(cfg, B, T, dtype)), "prefill")
+        model.prefill(rng.integers(0, cfg.vocab_size, (B, T)), cache)
+    assert_same(c, formulas.prefill(cfg, B, T, dtype), "prefill")
     for t in (T, T + 1):                                          # cache length before the step
         with minitx.count() as c:
-            decode(model, rng.integers(0, cfg.vocab_size, B), cache)
-        assert_same(measured(c)["decode"], predicted(formulas.decode_step(cfg, B, t, dtype)), f"decode t={t}")
-        kv_written = sum(n for r in c.records for cat, n in r.writes if cat == "kv_cache")
-        assert kv_written == formulas.kv_bytes_per_token(cfg, dtype) * B
+            model.decode(rng.integers(0, cfg.vocab_size, B), cache)
+        assert_same(c, formulas.decode_step(cfg, B, t, dtype), f"decode t={t}")
+        assert c.writes["kv_cache"] == formulas.kv_bytes_per_token(cfg, dtype) * B
 
 
 # ---- memory --------------------------------------------------------------------------------------------------
@@ -214,7 +183,7 @@ def test_saved_activations_equal_what_the_forward_keeps(cfg_bt, dtype):
     with_loss = formulas.saved_activation_bytes(cfg, B, T, dtype)          # what loss_and_grads keeps
     assert measure_saved_activations(model, tokens) == forward_only
     assert measure_saved_activations(model, tokens, targets) == with_loss
-    # minitx.memory measures it too, merging views by their base array rather than by byte span
+    # minitx.accounting.memory measures it too, merging views by their base array rather than by byte span
     assert memory.measure_saved_activations(model, tokens, targets, include_loss=False) == forward_only
     assert memory.measure_saved_activations(model, tokens, targets) == with_loss
     mem = formulas.training_memory(cfg, B, T, dtype)
@@ -313,7 +282,7 @@ def test_training_over_forward_flops_is_3_plus_the_non_matmul_excess(cfg_bt):
     assert 2 * mm == 3 * (2 * fmm)
     ratio = Fraction(fwd + bwd + opt, fwd)
     step = formulas.training_step(cfg, B, T)
-    assert ratio == Fraction(formulas.summary(step)["flops"], formulas.summary(step["forward"])["flops"])
+    assert ratio == Fraction(step.flops, step.filter(phase="forward").flops)
 
 
 @settings(max_examples=15)
@@ -379,37 +348,42 @@ def test_filter_by_prefix_phase_op():
     step = formulas.training_step(cfg, 2, 3)
     block = c.filter("layers.0")
     assert block.records and all(r.name.startswith("layers.0.") for r in block.records)
-    for ph in ("forward", "backward"):
-        want = formulas.by_name_prefix(step[ph], "layers.0")
-        assert block.filter(phase=ph).flops == formulas.summary(want)["flops"]
-        assert [r.name for r in block.filter(phase=ph).records] == list(want)
-    assert c.filter("loss").flops == step["forward"]["loss"].flops + step["backward"]["loss"].flops
+    for ph in ("forward", "backward"):     # the same filters on the formulas' ledger select the same records
+        assert block.filter(phase=ph).records == step.filter("layers.0", phase=ph).records
+    assert c.filter("loss").flops == step.filter("loss").flops == sum(r.flops for r in step if r.name == "loss")
     assert c.filter(phase="optimizer").records[0].name == "adamw"
-    assert c.filter(op="softmax").flops == sum(c.flops for ph in step.values() for c in ph.values()
-                                                if c.op == "softmax")
+    assert c.filter(op="softmax").flops == sum(r.flops for r in step if r.op == "softmax")
     assert c.filter("layers.0", phase="forward", op="norm").macs == 0
 
 
 def test_filter_prefix_is_a_whole_name_part():
-    recs = [Record("forward", f"layers.{i}.mlp.up", "matmul", 10 * i, i, (), ()) for i in (1, 10, 11)]
-    c = Counter(recs + [Record("forward", "layers.1", "matmul", 1, 0, (), ())])
+    recs = [make(f"layers.{i}.mlp.up", "matmul", 10 * i, i, phase="forward") for i in (1, 10, 11)]
+    c = Ledger(recs + [make("layers.1", "matmul", 1, phase="forward")])
     assert [r.name for r in c.filter("layers.1").records] == ["layers.1.mlp.up", "layers.1"]
-    assert formulas.by_name_prefix({r.name: r for r in recs}, "layers.1") == {"layers.1.mlp.up": recs[0]}
 
 
-def test_by_category_and_bytes_by_category():
+def test_bytes_per_category_and_groups():
     _, _, c = training_run(TINY, 2, 3)
-    cats = c.by("category")
-    assert set(cats) <= set(CATEGORIES)
-    assert set(cats) == {"weights", "activations", "gradients", "optimizer_state"}   # no KV cache in training
-    assert all(t.flops == 0 for t in cats.values())
-    assert sum(t.bytes_read for t in cats.values()) == c.bytes_read
-    assert sum(t.bytes_written for t in cats.values()) == c.bytes_written
-    s = formulas.summary(formulas.training_step(TINY, 2, 3))
-    assert nonzero(c.bytes_by_category("read")) == s["reads"]
-    assert nonzero(c.bytes_by_category("written")) == s["writes"]
+    assert set(c.reads) | set(c.writes) == {"weights", "activations", "gradients", "optimizer_state"}  # no KV
+    assert set(c.reads) <= set(CATEGORIES)
+    assert sum(c.reads.values()) == c.bytes_read and sum(c.writes.values()) == c.bytes_written
+    step = formulas.training_step(TINY, 2, 3)
+    assert c.reads == step.reads and c.writes == step.writes
+    assert sum(g.flops for g in c.by("op").values()) == c.flops
+    assert {k: g.totals(k) for k, g in c.by("name", depth=1).items()} == \
+        {k: g.totals(k) for k, g in step.by("name", depth=1).items()}
     with pytest.raises(ValueError):
         c.by("colour")
+
+
+def test_a_record_sums_and_compares_as_a_value():
+    r = make("x", "matmul", flops=100, macs=50, reads=(("weights", 30), ("activations", 10), ("weights", 2)),
+             writes=(("activations", 0),), phase="forward")
+    assert r.reads == {"weights": 32, "activations": 10} and r.writes == {}      # merged, zeros dropped
+    assert (r.bytes_read, r.bytes, r.intensity) == (42, 42, 100 / 42)
+    assert make("y", "layout", 0).intensity == float("inf")
+    total = Ledger([r, r]).totals("two")
+    assert total == make("two", "matmul", 200, 100, (("weights", 64), ("activations", 20)), phase="forward")
 
 
 def test_to_dict_is_json_and_table_renders():
@@ -424,3 +398,5 @@ def test_to_dict_is_json_and_table_renders():
     top = c.table(depth=1)
     assert "layers.0" not in top and "layers" in top
     assert "backward" in c.table("phase")
+    # the same table of the formulas' ledger prints the same numbers
+    assert formulas.training_step(TINY, 1, 3).table("phase") == c.table("phase")

@@ -1,12 +1,12 @@
-"""Tests for minitx.data: byte tokenizer, stdlib corpus, splits and batches."""
+"""Tests for minitx.io.data: byte tokenizer, stdlib corpus, splits and batches."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minitx import data
-from minitx.data import Batches, ByteTokenizer, get_batch, load_corpus, split
+from minitx.io import data
+from minitx.io.data import Batches, ByteTokenizer, get_batch, load_corpus, split
 
 tokenizer = ByteTokenizer()
 

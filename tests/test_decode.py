@@ -25,10 +25,13 @@ from hypothesis import strategies as st
 
 import minitx
 from minitx import Config, KVCache, Transformer, count, generate
-from minitx.decode import _CachedSteps, _RecomputeSteps, _Sampler, generate_recompute, stream
+from minitx.accounting.counting import phase
+from minitx.core.batch import ragged
+from minitx.core.generate import Sampler, generate_recompute, stream
 from strategies import configs
 
-from minitx import formulas, hf
+from minitx import formulas
+from minitx.io import hf
 from reference_ops import assert_close
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,11 +54,41 @@ def random_model(cfg: Config, dtype: str = "float64", seed: int = 0, std: float 
     return model
 
 
+class Steps:
+    """Decoding by hand, one step at a time: with the cache (model.prefill, then model.decode), or the recompute
+    reference (model.run over each sequence's whole text so far, keeping each one's last logits)."""
+
+    def __init__(self, model, prompts, n_new, use_cache):
+        self.model, self.use_cache = model, use_cache
+        self.rows = [np.asarray(p, dtype=np.int64) for p in prompts]
+        lengths = np.array([len(r) for r in self.rows])
+        if use_cache:
+            self.cache = KVCache(model.cfg, len(self.rows), int(lengths.max()) + n_new, model.dtype)
+            padded = np.zeros((len(self.rows), int(lengths.max())), dtype=np.int64)
+            for b, r in enumerate(self.rows):
+                padded[b, :len(r)] = r
+            self.padded, self.lengths = padded, lengths
+
+    def _recompute(self, name):
+        with phase(name):
+            logits, _ = self.model.run(ragged(self.rows))
+        return logits[np.cumsum([len(r) for r in self.rows]) - 1]
+
+    def first(self):
+        if self.use_cache:
+            return self.model.prefill(self.padded, self.cache, self.lengths)
+        return self._recompute("prefill")
+
+    def next(self, ids):
+        if self.use_cache:
+            return self.model.decode(ids, self.cache)
+        self.rows = [np.append(r, t) for r, t in zip(self.rows, ids)]
+        return self._recompute("decode")
+
+
 def step_logits(model, prompts, n_new, use_cache):
-    """Greedy decode by hand through generate's own step objects: (tokens (n_new, B), [logits (B, V)] per step)."""
-    from minitx.decode import _pack_prompts
-    padded, lengths = _pack_prompts(model, prompts)
-    steps = (_CachedSteps if use_cache else _RecomputeSteps)(model, padded, lengths, n_new)
+    """Greedy decode by hand: (tokens (n_new, B), [logits (B, V)] per step)."""
+    steps = Steps(model, prompts, n_new, use_cache)
     logits, all_logits, tokens = steps.first(), [], []
     for i in range(n_new):
         all_logits.append(logits)
@@ -203,30 +236,11 @@ def test_greedy_tokens_equal_hugging_face(name):
 
 # ---- counts == formulas --------------------------------------------------------------------------------------
 
-def by_name(counter):
-    """{name: (flops, macs, reads, writes)} with reads/writes as {category: bytes} (repeated categories summed:
-    a forward without the cache records split's q and its k/v both as activations)."""
-    def merge(pairs):
-        out: dict[str, int] = {}
-        for cat, n in pairs:
-            out[cat] = out.get(cat, 0) + n
-        return out
-    out = {}
-    for r in counter.records:
-        assert r.name not in out, f"{r.name} recorded twice"
-        out[r.name] = (r.flops, r.macs, merge(r.reads), merge(r.writes))
-    return out
-
-
-def formula_by_name(costs):
-    return {n: (c.flops, c.macs, dict(c.reads), dict(c.writes)) for n, c in costs.items()}
-
-
-def assert_counts_equal(counter, costs, what):
-    got, want = by_name(counter), formula_by_name(costs)
-    assert list(got) == list(want), f"{what}: op names differ"
-    for n in want:
-        assert got[n] == want[n], f"{what}: {n}: counted {got[n]} != formula {want[n]}"
+def assert_counts_equal(counted, formula, what):
+    """The same records in the same order: name, op, phase, FLOPs, MACs, bytes per category."""
+    assert [r.name for r in counted] == [r.name for r in formula], f"{what}: op names differ"
+    for got, want in zip(counted, formula):
+        assert got == want, f"{what}: {want.name}: counted {got} != formula {want}"
 
 
 @settings(max_examples=12)
@@ -251,8 +265,8 @@ def test_counts_equal_formulas_prefill_and_decode_steps(cfg, data):
         assert {r.phase for r in c.records} == {"decode"}
         assert_counts_equal(c, formulas.decode_step(cfg, B, t, dtype), f"decode B={B} t={t}")
         # the cache slices that scores and mix read include the new token's row: t + 1 rows, K and V
-        assert c.bytes_by_category("read")["kv_cache"] == 2 * L * KV * HS * (t + 1) * B * s
-        assert c.bytes_by_category("written")["kv_cache"] == 2 * L * KV * HS * 1 * B * s
+        assert c.reads["kv_cache"] == 2 * L * KV * HS * (t + 1) * B * s
+        assert c.writes["kv_cache"] == 2 * L * KV * HS * 1 * B * s
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -262,7 +276,7 @@ def test_counts_equal_formulas_recompute_step_and_weights_independent_of_batch(f
     for B in (1, 3):
         model = random_model(cfg, "float32")
         prompts = [[1, 2, 3]] * B
-        steps = _RecomputeSteps(model, *_pack(model, prompts), 6)
+        steps = Steps(model, prompts, 6, use_cache=False)
         steps.first()
         for t in range(3, 8):
             with count() as c:
@@ -273,8 +287,7 @@ def test_counts_equal_formulas_recompute_step_and_weights_independent_of_batch(f
         model.prefill(np.array(prompts), cache)
         with count() as c:
             model.decode(np.zeros(B, dtype=np.int64), cache)
-        weights_read[B] = (c.filter(op="matmul").bytes_by_category("read")["weights"],
-                           c.bytes_by_category("read")["weights"])
+        weights_read[B] = (c.filter(op="matmul").reads["weights"], c.reads["weights"])
     # The matmuls read every weight once per step, whatever B: the reason batching decode pays.
     assert weights_read[1][0] == weights_read[3][0]
     # Only the gathers grow with B: one embedding row (+ one position row, or a cos and a sin row per layer).
@@ -282,11 +295,6 @@ def test_counts_equal_formulas_recompute_step_and_weights_independent_of_batch(f
     per_token = (cfg.d_model * (1 + (cfg.position == "learned"))
                  + cfg.n_layers * cfg.head_dim * (cfg.position == "rope")) * s
     assert weights_read[3][1] - weights_read[1][1] == 2 * per_token
-
-
-def _pack(model, prompts):
-    from minitx.decode import _pack_prompts
-    return _pack_prompts(model, prompts)
 
 
 # ---- what the cache saves ------------------------------------------------------------------------------------
@@ -297,7 +305,7 @@ def test_cached_flops_grow_linearly_recompute_quadratically():
     lengths = list(range(1, 40))
     cached, full = {}, {}
     for use_cache, out in ((True, cached), (False, full)):
-        steps = (_CachedSteps if use_cache else _RecomputeSteps)(model, *_pack(model, [[1]]), len(lengths) + 1)
+        steps = Steps(model, [[1]], len(lengths) + 1, use_cache)
         steps.first()
         for t in lengths:                                  # the step that feeds token t (cache holds t tokens)
             with count() as c:
@@ -314,8 +322,8 @@ def test_cached_flops_grow_linearly_recompute_quadratically():
     # ~linear growth: ratio / (t + 1) stays within a narrow band (it would be exactly 1 if the matmuls were all)
     per_t = ratio / (np.array(lengths) + 1)
     assert per_t.min() > 0.8 and per_t.max() < 2.0, per_t
-    assert cached[16] == sum(c.flops for c in formulas.decode_step(cfg, 1, 16).values())
-    assert full[16] == sum(c.flops for c in formulas.recompute_step(cfg, 1, 16).values())
+    assert cached[16] == formulas.decode_step(cfg, 1, 16).flops
+    assert full[16] == formulas.recompute_step(cfg, 1, 16).flops
 
 
 # ---- sampling and streaming ----------------------------------------------------------------------------------
@@ -337,7 +345,7 @@ def test_sampler_filters_and_follows_the_tempered_distribution():
     n = 20000
 
     def freq(**kw):
-        s = _Sampler(kw.pop("temperature", 1.0), kw.pop("top_k", None), kw.pop("top_p", None), seed=0)
+        s = Sampler(kw.pop("temperature", 1.0), kw.pop("top_k", None), kw.pop("top_p", None), seed=0)
         return np.bincount(s(np.repeat(logits, n, axis=0)), minlength=4) / n    # n rows, one draw each
     assert np.abs(freq() - [0.5, 0.3, 0.15, 0.05]).max() < 0.015
     assert np.allclose(freq(top_k=2)[:2], [0.625, 0.375], atol=0.015) and freq(top_k=2)[2:].sum() == 0
@@ -451,7 +459,8 @@ def test_prefill_and_decode_reject_bad_input():
 # ---- the CLI -------------------------------------------------------------------------------------------------
 
 def test_cli_generate_streams_text(monkeypatch, capsys):
-    from minitx import checkpoint, cli
+    from minitx import cli
+    from minitx.io import checkpoint
     cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
     model = random_model(cfg, "float32")
     monkeypatch.setattr(checkpoint, "load_model", lambda path: (model, None, {"tokenizer": "bytes"}), raising=False)
@@ -471,7 +480,8 @@ def test_cli_generate_streams_text(monkeypatch, capsys):
 
 
 def test_cli_generate_from_a_saved_checkpoint(tmp_path, capsys):
-    from minitx import checkpoint, cli
+    from minitx import cli
+    from minitx.io import checkpoint
     cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
     model = random_model(cfg, "float32")
     path = str(tmp_path / "m.ckpt")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from minitx import hardware
-from minitx.hardware import GB, TB, TFLOPS, Hardware
+from minitx.measure import machine
+from minitx.serving.hardware import GB, TB, TFLOPS, Hardware
 
 
 # (preset, dtype, published ridge in FLOP/byte, half a unit of its last printed digit, who published it)
@@ -139,7 +140,7 @@ def test_to_dict_round_trips_through_a_file(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ({"peak_flops": {"bf16": 1e12}, "bandwidth": 1e12}, "missing"),
     ({"peak_flops": {"bf16": 1e12}, "bandwidth": 1e12, "memory": 1e9, "bandwith": 2e12}, "bandwith"),
-    ({"peak_flops": {"int4": 1e12}, "bandwidth": 1e12, "memory": 1e9}, "unknown dtype 'int4'"),
+    ({"peak_flops": {"int2": 1e12}, "bandwidth": 1e12, "memory": 1e9}, "unknown dtype 'int2'"),
 ])
 def test_bad_hardware_files(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -209,11 +210,11 @@ def test_this_machine_is_measured_once_per_process(monkeypatch):
 
     def quick_measure():
         calls.append(1)
-        return hardware.custom("this-machine", {"fp32": 1e11, "fp64": 5e10}, 1e10, 8 * GB)
+        return hardware.custom("this-machine", {"fp32": 1e11, "fp64": 5e10}, 1e10, 8 * GB).to_dict()
 
-    monkeypatch.setattr(hardware, "measure", quick_measure)
-    monkeypatch.setattr(hardware, "_measured_cache", None)
+    monkeypatch.setattr(machine, "measure", quick_measure)
+    monkeypatch.setattr(machine, "_measured_cache", None)
     first = hardware.get("this-machine")
-    assert hardware.get("CPU") is first
+    assert hardware.get("CPU") == first
     assert len(calls) == 1
     assert first.bandwidth == 10 * GB == 0.01 * TB

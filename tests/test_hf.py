@@ -1,4 +1,4 @@
-"""minitx.hf and Config.from_hf: HF names and layouts in and out, bad checkpoints, config.json parsing.
+"""minitx.io.hf and Config.from_hf: HF names and layouts in and out, bad checkpoints, config.json parsing.
 
 The numerical agreement with PyTorch lives in test_reference.py; here: exact round trips for drawn configs,
 the export matching the fixtures' own state dicts bit for bit, and every way a checkpoint can be wrong.
@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from strategies import configs
 
 from minitx import Config, Transformer
-from minitx.hf import export_hf, hf_config, hf_family, load_hf, name_map
-from minitx.optim import AdamW
+from minitx.io.hf import export_hf, load_hf, name_map
+from minitx.io.hf_config import hf_config, hf_family
+from minitx.core.optim import AdamW
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NAMES = ("gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny")

@@ -1,4 +1,4 @@
-"""minitx.memory: measured memory against the closed forms, and the training-vs-inference contrast."""
+"""minitx.accounting.memory: measured memory against the closed forms, and the training-vs-inference contrast."""
 from __future__ import annotations
 
 import tracemalloc
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minitx import AdamW, Config, Transformer
-from minitx.memory import (MemoryReport, largest_activation, measure_inference_peak, measure_saved_activations,
+from minitx.accounting.memory import (MemoryReport, largest_activation, measure_inference_peak, measure_saved_activations,
                            report, saved_arrays)
 
 from minitx import formulas
@@ -74,7 +74,7 @@ def test_saved_arrays_counts_each_buffer_once_and_skips_constants():
 
 
 def test_no_counted_array_overlaps_another_or_the_parameters():
-    from minitx.memory import _training_caches
+    from minitx.accounting.memory import _training_caches
     cfg = Config.preset("tiny-gpt2")
     model = Transformer(cfg)
     caches = _training_caches(model, _tokens(cfg, 2, 16))
@@ -164,10 +164,10 @@ def test_report_reference():
 
 
 def test_report_without_optimizer_and_with_a_kv_cache():
-    from minitx import decode
+    from minitx import KVCache
     cfg = Config.preset("tiny-gpt2")
     model = Transformer(cfg)
-    cache = decode.KVCache(cfg, 2, 24)
+    cache = KVCache(cfg, 2, 24)
     r = report(model, 2, 8, cache=cache)
     assert not r.optimizer_measured and r.optimizer_state == 2 * model.flat.nbytes
     assert r.kv_cache == cache.nbytes == 2 * cfg.n_layers * 2 * cfg.n_kv_heads * 24 * cfg.head_dim * 4

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import reference_ops as ref
 from minitx import AdamW, Config, Transformer
-from minitx.ops.loss import cross_entropy_forward
+from minitx.core.ops.loss import cross_entropy_forward
 from reference_ops import H, assert_close, assert_fd_close
 from strategies import config_and_shape, configs
 

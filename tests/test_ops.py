@@ -26,14 +26,15 @@ from hypothesis import strategies as st
 
 import reference_ops as ref
 from reference_ops import assert_close, check_vjp   # the tolerance rules, stated there
-from minitx.ops.activations import activation_backward, activation_forward
-from minitx.ops.attention import (merge_backward, merge_forward, mix_backward, mix_forward, rope_tables,
+from minitx.core.ops.activations import activation_backward, activation_forward
+from minitx.core.batch import Block
+from minitx.core.ops.attention import (block_queries, merge_backward, merge_forward, mix_backward, mix_forward, rope_tables,
                                   scores_backward, scores_forward, softmax_backward, softmax_forward,
                                   split_backward, split_forward)
-from minitx.ops.embedding import embedding_backward, embedding_forward
-from minitx.ops.linear import linear_backward, linear_forward
-from minitx.ops.loss import cross_entropy_backward, cross_entropy_forward
-from minitx.ops.norms import norm_backward, norm_forward
+from minitx.core.ops.embedding import embedding_backward, embedding_forward
+from minitx.core.ops.linear import linear_backward, linear_forward
+from minitx.core.ops.loss import cross_entropy_backward, cross_entropy_forward
+from minitx.core.ops.norms import norm_backward, norm_forward
 
 DTYPES = (np.float32, np.float64)
 SEEDS = st.integers(0, 2**32 - 1)
@@ -214,13 +215,16 @@ def _positions(case, rng):
 
 
 def _split(qkv, pos, NH, KV, S, rope, dtype):
+    """split_forward on (B, T, QKV) qkv at (B, T) positions, with q returned as (B, NH, T, HS)."""
     B, T, D = qkv.shape
     HS = D // (NH + 2 * KV)
     cos, sin = rope_tables(S + 3, HS, 10000.0, dtype) if rope else (None, None)
     k = np.zeros((B, KV, S, HS), dtype=dtype)
     v = np.zeros_like(k)
-    q, cache = split_forward(qkv, pos, NH, KV, cos, sin, k, v, "split")
-    return q, k, v, cache, cos, sin
+    batch = ref.packed(pos)
+    table = np.arange(B, dtype=np.int64)[:, None]
+    q, cache = split_forward(qkv.reshape(B * T, D), batch, NH, cos, sin, k, v, table, "split")
+    return ref.by_sequence(q, batch, NH, HS, B, T), k, v, cache, cos, sin
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -241,7 +245,7 @@ def test_split_matches_reference(case, heads, rope, dtype):
     assert_close(v, rv, "split v", dtype)
     dq = randn(rng, q.shape, dtype)
     dk, dv = randn(rng, k.shape, dtype), randn(rng, v.shape, dtype)
-    dqkv = split_backward(dq, dk, dv, cache, "split")
+    dqkv = split_backward(ref.to_blocks(dq, cache.batch), dk, dv, cache, "split").reshape(B, T, -1)
     assert_close(dqkv, ref.split_bwd(dq, dk, dv, pos, cos, sin), "split dqkv", dtype, terms=2)
 
 
@@ -255,7 +259,7 @@ def test_split_finite_differences(case, rope):
     qkv = randn(rng, (B, T, (NH + 2 * KV) * HS))
     q, k, v, cache, cos, sin = _split(qkv, pos, NH, KV, S, rope, np.float64)
     dq, dk, dv = randn(rng, q.shape), randn(rng, k.shape), randn(rng, v.shape)
-    dqkv = split_backward(dq, dk, dv, cache, "split")
+    dqkv = split_backward(ref.to_blocks(dq, cache.batch), dk, dv, cache, "split").reshape(B, T, -1)
     check_vjp(lambda: _split(qkv, pos, NH, KV, S, rope, np.float64)[:3], {"qkv": qkv}, (dq, dk, dv),
               {"qkv": dqkv}, f"split rope={rope} {case}")
 
@@ -388,8 +392,12 @@ def test_merge_round_trip():
     rng = np.random.default_rng(9)
     o = randn(rng, (2, 3, 4, 5))
     m = merge_forward(o, "merge")
-    np.testing.assert_array_equal(m, o.transpose(0, 2, 1, 3).reshape(2, 4, 15))
-    np.testing.assert_array_equal(merge_backward(m, 3, "merge"), o)
+    np.testing.assert_array_equal(m, o.transpose(0, 2, 1, 3).reshape(2 * 4, 15))
+    np.testing.assert_array_equal(merge_backward(m, Block(0, 0, 2, 4, 0), 3, "merge"), o)
+    out = np.full((10, 15), -1.0)                    # into rows 1..8 of a larger batch
+    merge_forward(o, "merge", out[1:9])
+    np.testing.assert_array_equal(out[1:9], m)
+    assert (out[0] == -1).all() and (out[9] == -1).all()
 
 
 # ---- cross-entropy -------------------------------------------------------------------------------------------
@@ -444,14 +452,15 @@ def test_embedding_matches_reference(case, accumulate_wte, dtype):
     wte, wpe = randn(rng, (V, C), dtype), (randn(rng, (P, C), dtype) if learned else None)
     tokens = np.array([[1, 1, 1, 1], [0, 5, 1, 5], [2, 2, 3, 1]], dtype=np.int64)   # repeated ids
     pos = _ragged_positions(rng, B, T, P)
-    out, cache = embedding_forward(tokens, pos if learned else None, wte, wpe, scale, "embed")
-    assert_close(out, ref.embedding_fwd(tokens, pos, wte, wpe, scale), f"embedding {case}", dtype, terms=2)
+    out, cache = embedding_forward(tokens.reshape(-1), pos.reshape(-1) if learned else None, wte, wpe, scale, "embed")
+    assert_close(out, ref.embedding_fwd(tokens, pos, wte, wpe, scale).reshape(B * T, C), f"embedding {case}",
+                 dtype, terms=2)
     dout = randn(rng, out.shape, dtype)
     prior = randn(rng, (V, C), dtype)                        # what the tied LM head already wrote into dwte
     dwte = prior.copy() if accumulate_wte else np.full((V, C), np.nan, dtype=dtype)
     dwpe = np.full((P, C), np.nan, dtype=dtype) if learned else None
     embedding_backward(dout, cache, dwte, dwpe, "embed", accumulate_wte=accumulate_wte)
-    rdwte, rdwpe = ref.embedding_bwd(dout, tokens, pos, V, P if learned else None, scale)
+    rdwte, rdwpe = ref.embedding_bwd(dout.reshape(B, T, C), tokens, pos, V, P if learned else None, scale)
     if accumulate_wte:
         rdwte = rdwte + prior
     # row 1 is hit 7 times: the scatter-add sums 7 contributions
@@ -466,9 +475,9 @@ def test_embedding_finite_differences(case):
     rng = np.random.default_rng(12)
     V, P, C = 4, 5, 3
     wte, wpe = randn(rng, (V, C)), (randn(rng, (P, C)) if learned else None)
-    tokens = np.array([[3, 3, 0], [3, 1, 0]], dtype=np.int64)
-    pos = np.array([[0, 1, 2], [2, 3, 4]], dtype=np.int64)
-    dout = randn(rng, (2, 3, C))
+    tokens = np.array([3, 3, 0, 3, 1, 0], dtype=np.int64)
+    pos = np.array([0, 1, 2, 2, 3, 4], dtype=np.int64)
+    dout = randn(rng, (6, C))
     _, cache = embedding_forward(tokens, pos if learned else None, wte, wpe, scale, "embed")
     dwte, dwpe = np.empty((V, C)), (np.empty((P, C)) if learned else None)
     embedding_backward(dout, cache, dwte, dwpe, "embed", accumulate_wte=False)
@@ -514,7 +523,7 @@ def test_boundscheck_mode_is_live():
     import numba
     if not numba.config.BOUNDSCHECK:
         pytest.skip("only meaningful under NUMBA_BOUNDSCHECK=1")
-    from minitx.ops.embedding import _embed_fwd
+    from minitx.core.ops.embedding import _embed_fwd
     wte = np.zeros((3, 2))
     with pytest.raises(IndexError):
-        _embed_fwd(np.array([[5]]), np.array([[0]]), wte, np.zeros((0, 2)), 1.0, np.empty((1, 1, 2)))
+        _embed_fwd(np.array([5]), np.array([0]), wte, np.zeros((0, 2)), 1.0, np.empty((1, 2)))

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minitx.hf import export_hf, load_hf
-from minitx.optim import AdamW
+from minitx.io.hf import export_hf, load_hf
+from minitx.core.optim import AdamW
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NAMES = ("gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny")

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from minitx import Config, KVCache, Transformer, count, formulas, hardware, measured, plots, roofline, serving
+from minitx import Config, KVCache, Transformer, count, dtypes, formulas, hardware, measured, plots, roofline, serving, units
+from minitx.accounting.ledger import make
 
 H100_BF16, H100_BW = 989.4e12, 3.35e12
 LLAMA2_7B_P, LLAMA3_8B_P = 6_738_415_616, 8_030_261_248
@@ -36,7 +37,7 @@ def cpu():
 
 def test_decode_floor_llama2_7b_every_parameter_read(llama2):
     # 6,738,415,616 params x 2 bytes / 3.35e12 B/s = 4.0229 ms
-    floor = roofline.decode_floor(llama2, "h100", "bf16", batch=1, context=0, embedding="read")
+    floor = serving.decode_floor(llama2, "h100", "bf16", batch=1, context=0, embedding="read")
     assert floor.weight_bytes == LLAMA2_7B_P * 2
     assert floor.time == pytest.approx(LLAMA2_7B_P * 2 / H100_BW, rel=EXACT)
     assert round(floor.time * 1e3, 2) == 4.02
@@ -44,15 +45,15 @@ def test_decode_floor_llama2_7b_every_parameter_read(llama2):
 
 def test_decode_floor_llama2_7b_embedding_gathered(llama2):
     # untied: the 32000 x 4096 input table is gathered, one 4096-row per token; the LM head is read in full
-    floor = roofline.decode_floor(llama2, "h100", "bf16", batch=1, context=0, embedding="gather")
+    floor = serving.decode_floor(llama2, "h100", "bf16", batch=1, context=0, embedding="gather")
     by_hand = (LLAMA2_7B_P - 32000 * 4096 + 4096) * 2 / H100_BW
     assert floor.time == pytest.approx(by_hand, rel=EXACT)
     assert round(floor.time * 1e3, 2) == 3.94
 
 
 def test_decode_floor_llama3_8b_both_conventions(llama3):
-    read = roofline.decode_floor(llama3, "h100", "bf16", embedding="read")
-    gather = roofline.decode_floor(llama3, "h100", "bf16", embedding="gather")
+    read = serving.decode_floor(llama3, "h100", "bf16", embedding="read")
+    gather = serving.decode_floor(llama3, "h100", "bf16", embedding="gather")
     assert read.time == pytest.approx(LLAMA3_8B_P * 2 / H100_BW, rel=EXACT)
     assert gather.time == pytest.approx((LLAMA3_8B_P - 128256 * 4096 + 4096) * 2 / H100_BW, rel=EXACT)
     assert (round(read.time * 1e3, 2), round(gather.time * 1e3, 2)) == (4.79, 4.48)
@@ -61,16 +62,16 @@ def test_decode_floor_llama3_8b_both_conventions(llama3):
 def test_decode_floor_tied_embedding_is_read_in_full_either_way():
     # GPT-2's wte is the LM head: every step reads it whole. Only the learned-position table is gathered.
     cfg = Config.preset("gpt2")
-    read = roofline.decode_floor(cfg, "h100", "bf16", embedding="read")
-    gather = roofline.decode_floor(cfg, "h100", "bf16", embedding="gather")
+    read = serving.decode_floor(cfg, "h100", "bf16", embedding="read")
+    gather = serving.decode_floor(cfg, "h100", "bf16", embedding="gather")
     assert read.weight_bytes - gather.weight_bytes == (1024 * 768 - 768) * 2
 
 
 @pytest.mark.parametrize("batch, context", [(1, 4096), (8, 2048), (32, 1000)])
 def test_kv_cache_adds_batch_times_kv_bytes_over_bandwidth(llama2, batch, context):
     # Llama-2-7B: 2 (K, V) x 32 layers x 32 heads x 128 x 2 bytes = 524,288 bytes per token (FORMULAS §2.3)
-    short = roofline.decode_floor(llama2, "h100", "bf16", batch=batch, context=0)
-    long = roofline.decode_floor(llama2, "h100", "bf16", batch=batch, context=context)
+    short = serving.decode_floor(llama2, "h100", "bf16", batch=batch, context=0)
+    long = serving.decode_floor(llama2, "h100", "bf16", batch=batch, context=context)
     assert long.kv_bytes == batch * context * 524_288 == formulas.kv_cache_bytes(llama2, batch, context, "bf16")
     assert long.time - short.time == pytest.approx(batch * context * 524_288 / H100_BW, rel=1e-9)
 
@@ -81,7 +82,7 @@ def test_op_by_op_decode_reads_the_whole_kv_cache(llama3):
     B, t1, t2 = 16, 100, 2100
     a = serving.decode_roofline(llama3, "h100", "bf16", B, t1)
     b = serving.decode_roofline(llama3, "h100", "bf16", B, t2)
-    kv_read = sum(c.reads.get("kv_cache", 0) for c in formulas.decode_step(llama3, B, t2, "bf16").values())
+    kv_read = formulas.decode_step(llama3, B, t2, "bf16").reads["kv_cache"]
     assert kv_read == B * (t2 + 1) * 131_072
     assert b.time - a.time >= B * (t2 - t1) * 131_072 / H100_BW
 
@@ -89,15 +90,15 @@ def test_op_by_op_decode_reads_the_whole_kv_cache(llama3):
 def test_scaling_book_step_formula_reproduces_the_cost_table(llama3):
     # FORMULAS §8: step = B·KV/BW + max(W/BW, 2·B·P/peak) at 2k context -> tokens/s 205, 1472, 4349, 6450, 8505
     for B, printed in [(1, 205), (8, 1472), (32, 4349), (64, 6450), (128, 8505)]:
-        floor = roofline.decode_floor(llama3, "h100", "bf16", batch=B, context=2048)
+        floor = serving.decode_floor(llama3, "h100", "bf16", batch=B, context=2048)
         by_hand = B / (B * 2048 * 131_072 / H100_BW + max(LLAMA3_8B_P * 2 / H100_BW, 2 * B * LLAMA3_8B_P / H100_BF16))
         assert floor.tokens_per_s == pytest.approx(by_hand, rel=EXACT)
         assert round(floor.tokens_per_s) == printed
 
 
 def test_large_batches_turn_the_classic_step_compute_bound(llama3):
-    small = roofline.decode_floor(llama3, "h100", "bf16", batch=64)
-    big = roofline.decode_floor(llama3, "h100", "bf16", batch=1024)
+    small = serving.decode_floor(llama3, "h100", "bf16", batch=64)
+    big = serving.decode_floor(llama3, "h100", "bf16", batch=1024)
     assert small.t_weights > small.t_compute and big.t_compute > big.t_weights
     assert big.t_compute == pytest.approx(2 * 1024 * LLAMA3_8B_P / H100_BF16, rel=EXACT)
 
@@ -106,7 +107,7 @@ def test_large_batches_turn_the_classic_step_compute_bound(llama3):
 
 def test_prefill_llama3_8b_1000_tokens(llama3):
     # 2 x 8,030,261,248 x 1000 = 1.606e13; causal attention 4 x 32 layers x 4096 x 1000·1001/2 = 2.624e11
-    p = roofline.prefill_floor(llama3, "h100", "bf16", tokens=1000)
+    p = serving.prefill_floor(llama3, "h100", "bf16", tokens=1000)
     assert p.linear_flops == 2 * LLAMA3_8B_P * 1000
     assert p.attention_flops == 4 * 32 * 4096 * 500_500 == 262_406_144_000
     assert p.t_compute == pytest.approx((2 * LLAMA3_8B_P * 1000 + 262_406_144_000) / H100_BF16, rel=EXACT)
@@ -116,15 +117,15 @@ def test_prefill_llama3_8b_1000_tokens(llama3):
 
 def test_prefill_without_embedding_flops(llama3):
     # the lookup is a gather: the 128256 x 4096 input table does no multiply-adds (minitx's convention)
-    p = roofline.prefill_floor(llama3, "h100", "bf16", tokens=1000, embedding_flops=False)
+    p = serving.prefill_floor(llama3, "h100", "bf16", tokens=1000, embedding_flops=False)
     by_hand = (2 * (LLAMA3_8B_P - 128256 * 4096) * 1000 + 262_406_144_000) / H100_BF16
     assert p.t_compute == pytest.approx(by_hand, rel=EXACT)
     assert round(p.t_compute * 1e3, 1) == 15.4
 
 
 def test_prefill_attention_conventions(llama3):
-    full = roofline.prefill_floor(llama3, "h100", "bf16", tokens=1000, attention="full")
-    none = roofline.prefill_floor(llama3, "h100", "bf16", tokens=1000, attention="none")
+    full = serving.prefill_floor(llama3, "h100", "bf16", tokens=1000, attention="full")
+    none = serving.prefill_floor(llama3, "h100", "bf16", tokens=1000, attention="none")
     assert full.attention_flops == 4 * 32 * 4096 * 1000 * 1000 == formulas.attention_flops_palm(llama3, 1000) * 1000
     assert none.attention_flops == 0
 
@@ -132,23 +133,22 @@ def test_prefill_attention_conventions(llama3):
 # ---- op by op --------------------------------------------------------------------------------------------------
 
 def test_analyze_takes_the_max_per_op_and_sums():
-    class Cost:
-        def __init__(self, name, op, flops, read, written):
-            self.name, self.op, self.flops, self.bytes_read, self.bytes_written = name, op, flops, read, written
+    def cost(name, op, flops, read, written):
+        return make(name, op, flops, reads=(("activations", read),), writes=(("activations", written),),
+                    phase="decode")
     hw = hardware.custom("toy", {"fp32": 100.0}, bandwidth=10.0, memory=1e9)      # ridge 10 FLOP/B
-    rl = roofline.analyze([Cost("a", "matmul", 1000, 50, 50), Cost("b", "norm", 100, 100, 100)], hw, "fp32",
-                          phase="decode")
+    rl = roofline.analyze([cost("a", "matmul", 1000, 50, 50), cost("b", "norm", 100, 100, 100)], hw, "fp32")
     a, b = rl.ops
     assert (a.t_compute, a.t_memory, a.time, a.bound, a.intensity) == (10.0, 10.0, 10.0, "memory", 10.0)
     assert (b.time, b.bound) == (20.0, "memory")
     assert rl.time == 30.0 and rl.phases()["decode"].time == 30.0
     assert rl.by_op()["matmul"].flops == 1000
-    with pytest.raises(TypeError, match="name, op, flops"):
+    with pytest.raises(TypeError, match="Records"):
         roofline.analyze([object()], hw, "fp32")
 
 
 def test_counted_ops_and_formulas_give_the_same_roofline():
-    # The counter's records of a real prefill + decode step and the formulas' OpCosts are the same numbers,
+    # The counter's records of a real prefill + decode step and the formulas' records are the same numbers,
     # so their rooflines agree to rounding: one path for executed models, one for models too big to run.
     cfg = Config.preset("small-llama")
     model = Transformer(cfg)
@@ -159,8 +159,8 @@ def test_counted_ops_and_formulas_give_the_same_roofline():
         model.decode(np.ones(B, dtype=np.int64), cache)
     counted = roofline.analyze(c, "h100", "fp32")
     assert set(counted.phases()) == {"prefill", "decode"}
-    pre = roofline.analyze(formulas.prefill(cfg, B, T), "h100", "fp32", phase="prefill")
-    dec = roofline.analyze(formulas.decode_step(cfg, B, T), "h100", "fp32", phase="decode")
+    pre = roofline.analyze(formulas.prefill(cfg, B, T), "h100", "fp32")
+    dec = roofline.analyze(formulas.decode_step(cfg, B, T), "h100", "fp32")
     assert counted.phases()["prefill"].time == pytest.approx(pre.time, rel=1e-12)
     assert counted.phases()["decode"].time == pytest.approx(dec.time, rel=1e-12)
 
@@ -184,7 +184,7 @@ def test_seventy_billion_answers_quickly():
 # ---- batching --------------------------------------------------------------------------------------------------
 
 def test_critical_batch_is_the_ridge_in_bf16(llama3):
-    crit = roofline.critical_batch(llama3, "h100", "bf16")
+    crit = serving.critical_batch(llama3, "h100", "bf16")
     assert crit.analytic == pytest.approx(H100_BF16 / H100_BW, rel=EXACT)          # ridge · 2 / 2
     # With the activations every unfused matmul also moves, Σ2BKM/peak >= Σ s(KM + BK + BM)/BW gives
     #   B >= (s/2)·ridge / (1 − (s/2)·ridge·Σ(K+M)/ΣKM)
@@ -203,25 +203,25 @@ def test_critical_batch_is_the_ridge_in_bf16(llama3):
 
 def test_critical_batch_in_other_dtypes(llama3):
     # int8 weights: intensity 2B against an int8 ridge twice the bf16 one -> the same batch
-    int8 = roofline.critical_batch(llama3, "h100", "int8")
+    int8 = serving.critical_batch(llama3, "h100", "int8")
     assert int8.analytic == pytest.approx(1978.9e12 / H100_BW / 2, rel=EXACT)
     # fp32: intensity B/2 -> twice the fp32 ridge
-    fp32 = roofline.critical_batch(llama3, "h100", "fp32")
+    fp32 = serving.critical_batch(llama3, "h100", "fp32")
     assert fp32.analytic == pytest.approx(2 * 66.9e12 / H100_BW, rel=EXACT)
 
 
 def test_max_batch_is_consistent_with_the_memory_formula(llama3, llama2):
     # FORMULAS §8: 16.06 GB of weights + B·2048·131,072 bytes; B = 256 needs 84.8 GB > 80 GB
-    assert roofline.memory_needed(llama3, "bf16", 256, 2048) == LLAMA3_8B_P * 2 + 256 * 2048 * 131_072
-    assert round(roofline.memory_needed(llama3, "bf16", 256, 2048) / 1e9, 1) == 84.8
-    most = roofline.max_batch(llama3, "h100", "bf16", 2048)
+    assert serving.memory_needed(llama3, "bf16", 256, 2048) == LLAMA3_8B_P * 2 + 256 * 2048 * 131_072
+    assert round(serving.memory_needed(llama3, "bf16", 256, 2048) / 1e9, 1) == 84.8
+    most = serving.max_batch(llama3, "h100", "bf16", 2048)
     assert most == (80e9 - LLAMA3_8B_P * 2) // (2048 * 131_072) == 238
-    need = lambda b: roofline.memory_needed(llama3, "bf16", b, 2048)
+    need = lambda b: serving.memory_needed(llama3, "bf16", b, 2048)
     assert need(most) <= 80e9 < need(most + 1)
     # Baseten: Llama-2-7B on an A10 (24 GB) at 4096 tokens -> batch 4
-    assert roofline.max_batch(llama2, "a10", "bf16", 4096) == 4
+    assert serving.max_batch(llama2, "a10", "bf16", 4096) == 4
     # weights that do not fit at all
-    assert roofline.max_batch(Config.preset("llama-3-70b"), "h100", "bf16", 1000) == 0
+    assert serving.max_batch(Config.preset("llama-3-70b"), "h100", "bf16", 1000) == 0
 
 
 def test_sweep_latency_and_throughput(llama3):
@@ -238,7 +238,7 @@ def test_sweep_latency_and_throughput(llama3):
     assert eight.ttft == pytest.approx(8 * one.ttft, rel=0.02)   # compute-bound: ~linear in the batch
     assert one.decode_bound == "memory" and one.prefill_bound == "compute"
     # batch 1 decode: within a few % of the weight-bytes floor (the rest: activations, KV, small ops)
-    assert 1.0 < one.tpot / roofline.decode_floor(llama3, "h100", "bf16", embedding="gather").memory_time < 1.05
+    assert 1.0 < one.tpot / serving.decode_floor(llama3, "h100", "bf16", embedding="gather").memory_time < 1.05
 
 
 # ---- predicted vs measured, here -------------------------------------------------------------------------------
@@ -270,15 +270,15 @@ def test_measured_decode_sweep_small_model(cpu):
 # ---- bad input -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, message", [
-    (lambda c: roofline.decode_floor(c, "h100", "bf17"), "dtype"),
-    (lambda c: roofline.decode_floor(c, "h100", "bf16", batch=0), "batch"),
-    (lambda c: roofline.decode_floor(c, "h100", "bf16", batch=-3), "batch"),
-    (lambda c: roofline.decode_floor(c, "h100", "bf16", embedding="maybe"), "embedding"),
-    (lambda c: roofline.prefill_floor(c, "h100", "bf16", tokens=0), "tokens"),
+    (lambda c: serving.decode_floor(c, "h100", "bf17"), "dtype"),
+    (lambda c: serving.decode_floor(c, "h100", "bf16", batch=0), "batch"),
+    (lambda c: serving.decode_floor(c, "h100", "bf16", batch=-3), "batch"),
+    (lambda c: serving.decode_floor(c, "h100", "bf16", embedding="maybe"), "embedding"),
+    (lambda c: serving.prefill_floor(c, "h100", "bf16", tokens=0), "tokens"),
     (lambda c: serving.sweep(c, "h100", "bf16", [1], prompt=8000, gen=500), "n_ctx"),
-    (lambda c: roofline.decode_floor(c, "h1000", "bf16"), "unknown hardware"),
-    (lambda c: roofline.decode_floor(c, "t4", "bf16"), "no peak"),
-    (lambda c: roofline.max_batch(c, "h100", "bf16", context=0), "context"),
+    (lambda c: serving.decode_floor(c, "h1000", "bf16"), "unknown hardware"),
+    (lambda c: serving.decode_floor(c, "t4", "bf16"), "no peak"),
+    (lambda c: serving.max_batch(c, "h100", "bf16", context=0), "context"),
 ])
 def test_bad_input_is_refused(llama3, call, message):
     with pytest.raises(ValueError, match=message):
@@ -314,12 +314,12 @@ SCIENTIFIC = r"\d[eE][+-]\d"
 
 
 def test_fixed_decimals_with_thousands_separators():
-    assert roofline.fixed(12_950.1234) == "12,950.123"
-    assert roofline.fixed(0.0049) == "0.005"
-    assert roofline.fixed(4.893e-06) == "<0.001" and roofline.fixed(0) == "0"
-    assert roofline.fixed(1_234_567.891, 0) == "1,234,568" and roofline.fixed(math.inf) == "inf"
-    assert roofline.pick_unit(19.07e-3, roofline.TIME_UNITS[1:]) == ("ms", 1e-3)
-    assert roofline.pick_unit(4.5e-6, roofline.TIME_UNITS[1:]) == ("µs", 1e-6)
+    assert units.fixed(12_950.1234) == "12,950.123"
+    assert units.fixed(0.0049) == "0.005"
+    assert units.fixed(4.893e-06) == "<0.001" and units.fixed(0) == "0"
+    assert units.fixed(1_234_567.891, 0) == "1,234,568" and units.fixed(math.inf) == "inf"
+    assert units.pick_unit(19.07e-3, units.TIME_UNITS[1:]) == ("ms", 1e-3)
+    assert units.pick_unit(4.5e-6, units.TIME_UNITS[1:]) == ("µs", 1e-6)
 
 
 def test_tables_never_print_scientific_notation(llama3):

@@ -145,7 +145,7 @@ def test_cost_classic_step_model_by_hand(capsys):
 
 def test_cost_op_by_op_matches_the_library(capsys):
     from minitx import cost, serving
-    from minitx.config import Config
+    from minitx.core.config import Config
     data = run_json(capsys, "cost", "llama-3-8b", "--hw", "h100", "--gpu-price", "2.5", "--api-price-in", "0.5",
                     "--api-price-out", "1.5", "--batch", "32", "--utilization", "0.25")
     p = serving.serving_point(Config.preset("llama-3-8b"), "h100", "bf16", 32, 1000, 200)
@@ -170,12 +170,12 @@ COST = ["cost", "llama-3-8b", "--gpu-price", "2.5", "--api-price-in", "0.5", "--
 @pytest.mark.parametrize("argv, message", [
     (["roofline", "llama-3-8b", "--hw", "h1000"], "unknown hardware 'h1000'"),
     (["roofline", "no-such-model"], "unknown model"),
-    (["roofline", "llama-3-8b", "--bandwidth", "0"], "bandwidth must be a finite number > 0"),
-    (["roofline", "llama-3-8b", "--bandwidth", "-5"], "bandwidth must be a finite number > 0"),
+    (["roofline", "llama-3-8b", "--bandwidth", "0"], "bandwidth (in GB/s) must be a finite number > 0"),
+    (["roofline", "llama-3-8b", "--bandwidth", "-5"], "bandwidth (in GB/s) must be a finite number > 0"),
     (["roofline", "llama-3-8b", "--peak", "-1"], "must be a finite number > 0"),
-    (["roofline", "llama-3-8b", "--batch", "0"], "--batch sizes must be >= 1"),
-    (["roofline", "llama-3-8b", "--batch", "1,-8"], "--batch sizes must be >= 1"),
-    (["roofline", "llama-3-8b", "--batch", "1,x"], "--batch must be integers"),
+    (["roofline", "llama-3-8b", "--batch", "0"], "must be at least 1, got 0"),
+    (["roofline", "llama-3-8b", "--batch", "1,-8"], "must be at least 1, got -8"),
+    (["roofline", "llama-3-8b", "--batch", "1,x"], "--batch (integers separated by commas"),
     (["roofline", "llama-3-8b", "--prompt", "0"], "--prompt must be >= 1"),
     (["roofline", "llama-3-8b", "--batch", "1,512", "--prompt", "4000", "--gen", "1000"],
      "batch 512 does not fit in h100-sxm's memory"),
@@ -193,7 +193,7 @@ COST = ["cost", "llama-3-8b", "--gpu-price", "2.5", "--api-price-in", "0.5", "--
     (COST + ["--utilization", "0"], "utilization must be in (0, 1]"),
     (COST + ["--decode-tps", "0"], "decode_tokens_per_s must be a finite number > 0"),
     (COST + ["--hw", "nope"], "unknown hardware"),
-    (COST + ["--bandwidth", "0"], "bandwidth must be a finite number > 0"),
+    (COST + ["--bandwidth", "0"], "bandwidth (in GB/s) must be a finite number > 0"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, message):
     code, out, err = run(capsys, *argv)
@@ -207,7 +207,7 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, message):
 def test_overrides_are_refused_as_the_user_typed_them(capsys, flag, value, unit):
     code, out, err = run(capsys, "roofline", "llama-3-8b", flag, value)
     assert code == 2 and out == ""
-    assert f"{flag} must be a finite number > 0 (in {unit}), got {value}" in err
+    assert f"{flag} (in {unit}) must be a finite number > 0, got {float(value)}" in err
     assert "e+" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -219,4 +219,4 @@ def test_a_bad_hardware_file_is_named(capsys, tmp_path, content):
     assert code == 2 and str(path) in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "cost", "llama-3-8b", "--hw", str(tmp_path / "missing.json"), "--gpu-price", "2",
                        "--api-price-in", "1", "--api-price-out", "1")
-    assert code == 2 and "missing.json" in err and "no such hardware file" in err
+    assert code == 2 and "missing.json" in err and "no such file" in err

@@ -21,13 +21,14 @@ import pytest
 
 import minitx
 from minitx import conventions as cv
-from minitx.ops.activations import GELU_C, GELU_K, activation_backward, activation_forward
-from minitx.ops.attention import (mix_forward, rope_tables, scores_forward, softmax_backward, softmax_forward,
+import reference_ops as ref
+from minitx.core.ops.activations import GELU_C, GELU_K, activation_backward, activation_forward
+from minitx.core.ops.attention import (mix_forward, rope_tables, scores_forward, softmax_backward, softmax_forward,
                                   split_backward, split_forward)
-from minitx.ops.embedding import embedding_backward, embedding_forward
-from minitx.ops.linear import linear_backward, linear_forward, residual_forward
-from minitx.ops.loss import cross_entropy_backward, cross_entropy_forward
-from minitx.ops.norms import norm_backward, norm_forward
+from minitx.core.ops.embedding import embedding_backward, embedding_forward
+from minitx.core.ops.linear import linear_backward, linear_forward, residual_forward
+from minitx.core.ops.loss import cross_entropy_backward, cross_entropy_forward
+from minitx.core.ops.norms import norm_backward, norm_forward
 
 
 # ---- the counting number ---------------------------------------------------------------------------------------
@@ -568,9 +569,13 @@ def test_rope_and_split(rope):
     qkv = rng.normal(size=(B, T, (NH + 2 * KV) * HS))
     cos, sin = rope_tables(8, HS, 10000.0, np.float64) if rope else (None, None)
     k_dst, v_dst = np.zeros((B, KV, 4, HS)), np.zeros((B, KV, 4, HS))
-    (q, cache), flops_f = recorded(split_forward, qkv, pos, NH, KV, cos, sin, k_dst, v_dst, "split")
+    batch, table = ref.packed(pos), np.arange(B)[:, None]
+    (q, cache), flops_f = recorded(split_forward, qkv.reshape(B * T, -1), batch, NH, cos, sin, k_dst, v_dst,
+                                   table, "split")
+    q = ref.by_sequence(q, batch, NH, HS, B, T)
     dq, dk, dv = rng.normal(size=q.shape), rng.normal(size=k_dst.shape), rng.normal(size=v_dst.shape)
-    dqkv, flops_b = recorded(split_backward, dq, dk, dv, cache, "split")
+    dqkv, flops_b = recorded(split_backward, ref.to_blocks(dq, batch), dk, dv, cache, "split")
+    dqkv = dqkv.reshape(B, T, -1)
     if not rope:
         assert flops_f == flops_b == 0            # a copy: no arithmetic
         return
@@ -594,8 +599,9 @@ def test_embedding(learned, scale):
     tokens = rng.integers(0, V, (B, T)).astype(np.int64)
     pos = np.array([[0, 1, 2], [0, 1, 2]], dtype=np.int64)
     wte, wpe = rng.normal(size=(V, C)), rng.normal(size=(P, C))
-    (x, cache), flops_f = recorded(embedding_forward, tokens, pos if learned else None, wte,
-                                   wpe if learned else None, scale, "embed")
+    (x, cache), flops_f = recorded(embedding_forward, tokens.reshape(-1), pos.reshape(-1) if learned else None,
+                                   wte, wpe if learned else None, scale, "embed")
+    x = x.reshape(B, T, C)
 
     def fwd(wte, wpe):
         out = np.empty((B, T, C), dtype=object)
@@ -613,8 +619,8 @@ def test_embedding(learned, scale):
 
     dout = rng.normal(size=(B, T, C))
     dwte, dwpe = np.zeros((V, C)), np.zeros((P, C))
-    _, flops_b = recorded(embedding_backward, dout, cache, dwte, dwpe if learned else None, "embed",
-                          accumulate_wte=False)
+    _, flops_b = recorded(embedding_backward, dout.reshape(B * T, C), cache, dwte, dwpe if learned else None,
+                          "embed", accumulate_wte=False)
 
     def bwd(dout):
         gte = [[0.0] * C for _ in range(V)]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from minitx import AdamW, Config, Transformer
-from minitx.checkpoint import CheckpointError, load, load_model, save, save_model
+from minitx.io.checkpoint import CheckpointError, load, load_model, save, save_model
 from minitx.cli import main
-from minitx.commands.train import lr_at
+from minitx.cli.train import lr_at
 
 TINY = ["--preset", "tiny-gpt2", "--batch", "2", "--seq", "16", "--eval-every", "2", "--eval-batches", "1",
         "--log-every", "1"]
@@ -207,14 +207,14 @@ def test_train_refuses_a_model_too_big_for_this_machine(tmp_path, capsys):
 def test_train_memory_check_uses_the_training_formula():
     import argparse
     from minitx import formulas
-    from minitx.commands import train
+    from minitx.cli import train
     args = argparse.Namespace(preset="tiny-gpt2", batch=2, seq=16, dtype="float32")
     cfg = train._config("tiny-gpt2", 16)
     need = formulas.training_memory(cfg, 2, 16, "float32")["total"]
     train._check_memory(cfg, args, available=2 * need)               # exactly half the machine: allowed
     with pytest.raises(ValueError, match=r"tiny-gpt2.*needs about 0\.0 GB"):
         train._check_memory(cfg, args, available=2 * need - 1)
-    assert train.machine_memory() > 0
+    assert train.physical_memory()[0] > 0
 
 
 # ---- minitx generate: defaults that fit, one-line errors -------------------------------------------------------

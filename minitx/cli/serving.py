@@ -1,0 +1,300 @@
+"""`minitx hw`, `minitx roofline`, `minitx cost`: hardware, the roofline model of serving, and what a token costs.
+
+    minitx hw [--dtype bf16] [--json]                 presets: peak, bandwidth, memory, ridge point
+    minitx hw --measure [--seconds 2] [--json]        measure this machine (NumPy matmul peak, copy bandwidth)
+    minitx roofline MODEL --hw h100 --batch 1,8,64 --prompt 1000 --gen 200 --dtype bf16 [--json] [--plot F.png]
+    minitx cost MODEL --hw h100 --gpu-price 2.5 --api-price-in 0.5 --api-price-out 1.5 [--batch 32]
+                [--prompt 1000 --gen 200] [--utilization 0.5] [--json]
+
+MODEL is a preset name (`minitx params --help` lists them) or the path of a Hugging Face config.json. Times are
+predicted from the formulas' op costs (no model is built), op by op: max(FLOPs / peak, bytes / bandwidth).
+Units: GB = 1e9 bytes, GB/s = 1e9 bytes/s, TFLOP/s = 1e12 FLOP/s, ms = 1e-3 s; money in US dollars.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from .. import checks, dtypes
+from ..accounting import formulas
+from ..core.config import Config
+from ..serving import cost as cost_model
+from ..serving import hardware as hw_mod
+from ..serving import latency as srv
+from ..units import rate
+from .common import add_model_argument, load_model, print_json, whole_number
+
+DTYPE_CHOICES = ("bf16", "fp16", "fp32", "int8")
+
+
+# ---- shared argument parsing ---------------------------------------------------------------------------------
+
+def parse_batches(text: str) -> list[int]:
+    """"1,8,64" -> [1, 8, 64]; every batch an integer >= 1."""
+    return [whole_number(part.strip(), "--batch (integers separated by commas, e.g. 1,8,64)")
+            for part in str(text).split(",")]
+
+
+def _add_hardware_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hw", default="h100-sxm", metavar="NAME",
+                   help="hardware preset (minitx hw lists them), 'cpu' to measure this machine, or a .json/.toml "
+                        "file (default: h100-sxm)")
+    p.add_argument("--dtype", default="bf16", choices=DTYPE_CHOICES,
+                   help="weights, KV cache and matmul dtype (default: bf16)")
+    p.add_argument("--bandwidth", type=float, metavar="GB/s", help="override the memory bandwidth, in GB/s")
+    p.add_argument("--peak", type=float, metavar="TFLOP/s", help="override the dense peak for --dtype, in TFLOP/s")
+    p.add_argument("--memory", type=float, metavar="GB", help="override the memory size, in GB")
+
+
+def _hardware(args) -> hw_mod.Hardware:
+    """The --hw preset, with any --bandwidth/--peak/--memory overrides applied (and checked by Hardware)."""
+    base = hw_mod.get(args.hw)
+    if args.bandwidth is None and args.peak is None and args.memory is None:
+        return base
+    for flag, unit in (("bandwidth", "GB/s"), ("peak", "TFLOP/s"), ("memory", "GB")):   # as typed, unconverted
+        if getattr(args, flag) is not None:
+            checks.positive(f"--{flag} (in {unit})", getattr(args, flag))
+    peaks = dict(base.peak_flops)
+    if args.peak is not None:
+        peaks[dtypes.short(args.dtype)] = args.peak * 1e12
+    return hw_mod.Hardware(
+        name=base.name + " (overridden)", peak_flops=peaks,
+        bandwidth=base.bandwidth if args.bandwidth is None else args.bandwidth * 1e9,
+        memory=base.memory if args.memory is None else args.memory * 1e9,
+        source=base.source, notes="figures overridden on the command line")
+
+
+def _check_fits(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[int], context: int) -> None:
+    if context > cfg.n_ctx:
+        raise ValueError(f"prompt + gen = {context} tokens exceeds {cfg.name}'s context n_ctx={cfg.n_ctx}")
+    for B in batches:
+        need = srv.memory_needed(cfg, dtype, B, context)
+        if need > hw.memory:
+            weights = formulas.param_bytes(cfg, dtypes.name(dtype))
+            most = srv.max_batch(cfg, hw, dtype, context)
+            hint = (f"the largest batch that fits at {context} tokens per sequence is {most}" if most else
+                    "the weights alone do not fit")
+            raise ValueError(f"batch {B} does not fit in {hw.name}'s memory: it needs {need / 1e9:.2f} GB "
+                             f"(weights {weights / 1e9:.2f} GB + KV cache {(need - weights) / 1e9:.2f} GB at "
+                             f"{context} tokens per sequence) > {hw.memory / 1e9:.2f} GB; {hint} (--memory GB "
+                             "models several chips' memory; a smaller --dtype shrinks both)")
+
+
+def _require_plotting(args) -> None:
+    if getattr(args, "plot", None):
+        from .. import plots
+        plots.require_matplotlib()
+
+
+# ---- minitx hw -------------------------------------------------------------------------------------------------
+
+def add_arguments_hw(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--measure", action="store_true",
+                   help="measure this machine (fp32/fp64 matmul FLOP/s through NumPy, copy bandwidth)")
+    p.add_argument("--seconds", type=float, default=2.0, help="time budget of --measure, seconds (default 2)")
+    p.add_argument("--dtype", default="bf16", help="dtype of the ridge-point column (default bf16)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def hw(args) -> int:
+    if args.measure:
+        machine = hw_mod.measure(seconds_budget=args.seconds)
+        if args.json:
+            print_json(machine.to_dict() | {"ridge": {d: machine.ridge(d) for d in machine.peak_flops}})
+            return 0
+        print(f"this machine ({machine.source.split('CPU: ')[-1]})")
+        for dtype, peak in machine.peak_flops.items():
+            print(f"  {dtype} matmul peak   {peak / 1e9:10.2f} GFLOP/s   ridge {machine.ridge(dtype):7.2f} FLOP/B")
+        print(f"  copy bandwidth   {machine.bandwidth / 1e9:10.2f} GB/s")
+        print(f"  memory           {machine.memory / 1e9:10.2f} GB  (GB = 1e9 bytes)")
+        print(f"  {machine.notes}")
+        return 0
+    key = dtypes.short(args.dtype)
+    rows = [hw_mod.PRESETS[name] for name in hw_mod.presets()]
+    if args.json:
+        print_json([h.to_dict() | {"ridge": {d: h.ridge(d) for d in h.peak_flops}} for h in rows])
+        return 0
+    head = (f"{'name':<16} {key + ' TFLOP/s':>14} {'fp32 TFLOP/s':>13} {'GB/s':>7} {'GB':>5} "
+            f"{'ridge ' + key:>11} {'sparse halved':>14}")
+    print("Dense peaks (2 FLOPs per multiply-add); ridge = peak / bandwidth in FLOP/byte; GB = 1e9 bytes.")
+    print(head)
+    print("-" * len(head))
+    for h in rows:
+        peak = f"{h.peak_flops[key] / 1e12:14.1f}" if key in h.peak_flops else f"{'-':>14}"
+        fp32 = f"{h.peak_flops['fp32'] / 1e12:13.1f}" if "fp32" in h.peak_flops else f"{'-':>13}"
+        ridge = f"{h.ridge(key):11.1f}" if key in h.peak_flops else f"{'-':>11}"
+        print(f"{h.name:<16} {peak} {fp32} {h.bandwidth / 1e9:7.0f} {h.memory / 1e9:5.0f} {ridge} "
+              f"{'yes' if h.sparse_halved else 'no':>14}")
+    print("'minitx hw --measure' measures this machine; 'cpu' or 'this-machine' works as --hw elsewhere.")
+    return 0
+
+
+# ---- minitx roofline -------------------------------------------------------------------------------------------
+
+def add_arguments_roofline(p: argparse.ArgumentParser) -> None:
+    add_model_argument(p)
+    _add_hardware_arguments(p)
+    p.add_argument("--batch", default="1,8,64", help="batch sizes, comma-separated (default 1,8,64)")
+    p.add_argument("--prompt", type=int, default=1000, help="prompt tokens per sequence (default 1000)")
+    p.add_argument("--gen", type=int, default=200, help="generated tokens per sequence (default 200)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--plot", metavar="FILE.png", help="save a roofline chart and the batch sweep (needs matplotlib)")
+
+
+def roofline_report(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[int], prompt: int,
+                    gen: int) -> dict:
+    """Everything `minitx roofline` prints, as plain data (and the Roofline objects for plots)."""
+    name = dtypes.name(dtype)
+    points = srv.sweep(cfg, hw, dtype, batches, prompt, gen)
+    crit = srv.critical_batch(cfg, hw, dtype)
+    mid = prompt + max(gen - 2, 0) // 2
+    return {
+        "model": cfg.name, "hardware": hw.to_dict(), "dtype": dtype, "prompt": prompt, "gen": gen,
+        "params": formulas.num_params(cfg), "weight_bytes": formulas.param_bytes(cfg, name),
+        "kv_bytes_per_token": formulas.kv_bytes_per_token(cfg, name),
+        "ridge": hw.ridge(dtypes.short(dtype)),
+        "decode_floor_b1": {e: srv.decode_floor(cfg, hw, dtype, 1, 0, e).to_dict() for e in srv.EMBEDDING_CONVENTIONS},
+        "prefill_floor_b1": srv.prefill_floor(cfg, hw, dtype, prompt, 1).to_dict(),
+        "points": [p.to_dict() for p in points],
+        "critical_batch": crit.to_dict(),
+        "max_batch": srv.max_batch(cfg, hw, dtype, prompt + gen),
+        "_rooflines": {f"{ph} B={b}": (srv.prefill_roofline(cfg, hw, dtype, b, prompt) if ph == "prefill"
+                                       else srv.decode_roofline(cfg, hw, dtype, b, mid))
+                       for b in batches for ph in ("prefill", "decode")},
+        "_points": points,
+    }
+
+
+def roofline(args) -> int:
+    cfg = load_model(args.model)
+    batches = parse_batches(args.batch)
+    for flag in ("prompt", "gen"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    _require_plotting(args)
+    hw = _hardware(args)
+    hw.peak(dtypes.short(args.dtype))                          # no peak for this dtype: say so before any work
+    _check_fits(cfg, hw, args.dtype, batches, args.prompt + args.gen)
+    report = roofline_report(cfg, hw, args.dtype, batches, args.prompt, args.gen)
+    if args.plot:
+        from .. import plots
+        plots.serving_figure(report["_rooflines"], report["_points"], args.plot,
+                             title=f"{cfg.name} on {hw.name}, {args.dtype}")
+    if args.json:
+        data = {k: v for k, v in report.items() if not k.startswith("_")}
+        data["ops"] = {k: r.to_dict()["by_op"] for k, r in report["_rooflines"].items()}
+        if args.plot:
+            data["plot"] = args.plot
+        print_json(data)
+        return 0
+    r = report
+    print(f"{cfg.name}: {r['params']:,} parameters, {r['weight_bytes'] / 1e9:.2f} GB of weights in {args.dtype}, "
+          f"KV cache {r['kv_bytes_per_token']:,} bytes per token (GB = 1e9 bytes)")
+    print(f"{hw.name}: {rate(hw.peak(dtypes.short(args.dtype)))} dense {args.dtype}, "
+          f"{hw.bandwidth / 1e9:,.1f} GB/s, {hw.memory / 1e9:,.1f} GB; ridge {r['ridge']:.1f} FLOP/byte")
+    print()
+    read, gather = r["decode_floor_b1"]["read"], r["decode_floor_b1"]["gather"]
+    pre = r["prefill_floor_b1"]
+    print("Classic whole-step forms, batch 1:")
+    print(f"  decode floor = weight bytes / bandwidth  = {read['time'] * 1e3:.3f} ms every parameter read; "
+          f"{gather['time'] * 1e3:.3f} ms with the embedding gathered (one row per token)")
+    print(f"  prefill      = (2·P·T + causal attention) / peak = {pre['t_compute'] * 1e3:.3f} ms for T={args.prompt} "
+          f"at 100% of peak ({pre['flops'] / 1e12:,.3f} TFLOP)")
+    print()
+    print(f"Op by op (formulas' costs; Σ max(FLOPs/peak, bytes/bandwidth)), prompt {args.prompt}, gen {args.gen}:")
+    print(srv.sweep_table(r["_points"]))
+    print()
+    crit = r["critical_batch"]
+    print(f"Critical batch (decode matmuls turn compute-bound): ridge · itemsize / 2 = {crit['analytic']:.1f} "
+          f"(weights only); {crit['from_ops'] or '> 2**24'} counting the activations each matmul also moves")
+    print(f"Largest batch whose KV cache fits next to the weights at {args.prompt + args.gen} tokens: "
+          f"{r['max_batch']}")
+    first = batches[0]
+    for ph in ("prefill", "decode"):
+        print()
+        print(f"{ph}, batch {first}, by op kind:")
+        print(r["_rooflines"][f"{ph} B={first}"].table("op"))
+    if args.plot:
+        print(f"\nplot saved to {args.plot}")
+    return 0
+
+
+# ---- minitx cost -----------------------------------------------------------------------------------------------
+
+def add_arguments_cost(p: argparse.ArgumentParser) -> None:
+    add_model_argument(p)
+    _add_hardware_arguments(p)
+    p.add_argument("--gpu-price", type=float, required=True, metavar="USD/h",
+                   help="dollars per hour for the hardware serving one copy of the model")
+    p.add_argument("--api-price-in", type=float, required=True, metavar="USD/M",
+                   help="API price per million input (prompt) tokens")
+    p.add_argument("--api-price-out", type=float, required=True, metavar="USD/M",
+                   help="API price per million output (completion) tokens")
+    p.add_argument("--batch", type=int, default=32, help="sequences decoded together (default 32)")
+    p.add_argument("--prompt", type=int, default=1000, help="prompt tokens per request (default 1000)")
+    p.add_argument("--gen", type=int, default=200, help="completion tokens per request (default 200)")
+    p.add_argument("--utilization", type=float, default=1.0,
+                   help="fraction of the paid hours the GPU is busy, in (0, 1] (default 1)")
+    p.add_argument("--step", choices=("ops", "classic"), default="ops",
+                   help="step-time model: 'ops' = op-by-op roofline of the formulas (default); 'classic' = "
+                        "prefill (2·P·T + causal attention)/peak, decode B·KV/BW + max(W/BW, 2·B·P/peak)")
+    p.add_argument("--prefill-tps", type=float, metavar="TOK/S",
+                   help="use this prefill throughput (prompt tokens/s over the batch) instead of the roofline's")
+    p.add_argument("--decode-tps", type=float, metavar="TOK/S",
+                   help="use this decode throughput (tokens/s over the batch) instead of the roofline's")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _throughput(cfg: Config, hw: hw_mod.Hardware, args) -> tuple[cost_model.Throughput, dict]:
+    """Prefill and decode tokens/s from the chosen step-time model, and the step times used."""
+    B, T, G = args.batch, args.prompt, args.gen
+    if args.step == "ops":
+        point = srv.serving_point(cfg, hw, args.dtype, B, T, G)
+        ttft, tpot = point.ttft, point.tpot
+    else:
+        ttft = srv.prefill_floor(cfg, hw, args.dtype, T, B).time
+        # mean over the decode steps: the cache holds T, T+1, ..., T+G-2 tokens (affine: the mean of the ends)
+        last = T + max(G - 2, 0)
+        first_step = srv.decode_floor(cfg, hw, args.dtype, B, T).time
+        tpot = (first_step + srv.decode_floor(cfg, hw, args.dtype, B, last).time) / 2
+    thr = cost_model.Throughput.from_step_times(batch=B, decode_step_seconds=tpot, prompt_tokens=T,
+                                                prefill_seconds=ttft)
+    pre = thr.prefill_tokens_per_s if args.prefill_tps is None else args.prefill_tps
+    dec = thr.decode_tokens_per_s if args.decode_tps is None else args.decode_tps
+    return cost_model.Throughput(pre, dec), {"ttft": ttft, "tpot": tpot, "step_model": args.step}
+
+
+def cost(args) -> int:
+    cfg = load_model(args.model)
+    for flag in ("batch", "prompt", "gen"):
+        value = getattr(args, flag)
+        if value < 1:
+            raise ValueError(f"--{flag} must be an integer >= 1, got {value}")
+    hw = _hardware(args)
+    hw.peak(dtypes.short(args.dtype))
+    _check_fits(cfg, hw, args.dtype, [args.batch], args.prompt + args.gen)
+    throughput, steps = _throughput(cfg, hw, args)
+    workload = cost_model.Workload(prompt_tokens=args.prompt, completion_tokens=args.gen)
+    api = cost_model.ApiPrice(input_per_million=args.api_price_in, output_per_million=args.api_price_out)
+    result = cost_model.compare(args.gpu_price, throughput, workload, api, utilization=args.utilization)
+    if args.json:
+        print_json({"model": cfg.name, "hardware": hw.name, "dtype": args.dtype, "batch": args.batch,
+                     "gpu_price_per_hour": args.gpu_price, **steps, "throughput": throughput.to_dict(),
+                     "workload": workload.to_dict(), "api_price": api.to_dict(), **result.to_dict(),
+                     "summary": result.summary()})
+        return 0
+    print(f"{cfg.name} on {hw.name} ({args.dtype}), batch {args.batch}, {args.prompt} prompt + {args.gen} "
+          f"completion tokens per request, ${args.gpu_price:.2f}/h at {args.utilization:.0%} utilization")
+    source = "given" if args.prefill_tps or args.decode_tps else f"roofline, {args.step} step model"
+    print(f"  throughput ({source}): prefill {throughput.prefill_tokens_per_s:,.0f} tok/s, "
+          f"decode {throughput.decode_tokens_per_s:,.0f} tok/s (whole batch); "
+          f"TTFT {steps['ttft'] * 1e3:.2f} ms, TPOT {steps['tpot'] * 1e3:.3f} ms")
+    print(f"  self-hosted: ${result.self_input_per_million:.4f} per M input, "
+          f"${result.self_output_per_million:.4f} per M output, ${result.self_cost_per_request:.6f} per request "
+          f"(${result.self_blended_per_million:.4f} per M tokens blended)")
+    print(f"  API:         ${args.api_price_in:.4f} per M input, ${args.api_price_out:.4f} per M output, "
+          f"${result.api_cost_per_request:.6f} per request (${result.api_blended_per_million:.4f} per M blended)")
+    print(f"  break-even utilization {result.break_even_utilization:.1%}; {result.requests_per_hour:,.0f} "
+          f"requests per paid hour")
+    print(f"  {result.summary()}")
+    return 0

@@ -1,1 +1,0 @@
-"""Implementations of the `minitx` subcommands (wired in minitx/cli.py)."""

@@ -1,0 +1,105 @@
+"""Where keys and values live: the KV cache of the decoder, and the store protocol the model reads it through.
+
+    cache = KVCache(cfg, batch=B, max_len=S)        K and V of every layer: 2 · (B, KV, S, HS) per layer
+    cache.nbytes                                    2·L·B·KV·S·HS·itemsize, allocated once, all of it
+    cache.lengths                                   (B,) tokens each sequence holds so far
+
+Why a cache. Attention is the only op that looks at other positions, and it only needs their keys and values.
+Without a cache, every new token re-runs the whole model over the whole sequence: step t costs a forward over
+t + 1 tokens. With the cache, step t runs the model over one token and reads t + 1 cached rows per layer: the
+matmuls' work per token stays constant, and attention's grows by one key per step. Memory buys compute.
+
+The store protocol. `Transformer.run` writes each layer's new keys and values into a store and reads them back
+for attention through four members, so a contiguous cache, a paged block pool or a throwaway buffer plug in alike:
+
+    store.layer(l)            -> (k_pool, v_pool), each (R, KV, X, HS): R rows of X positions
+    store.table               (slots, rows per slot) int64: sequence slot s keeps position p in row table[s, p // X]
+    store.keys(k, v, block)   -> (b, KV, S, HS) keys and values of a block's sequences, positions 0..S-1
+    store.category            the byte category attention's K/V traffic is counted under
+
+A KVCache gives each slot one row of X = max_len positions (table[s] = [s]), so a block's keys are a plain view.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import checks
+from ..dtypes import numpy_dtype
+from .batch import Block, TokenBatch
+from .config import Config
+
+
+def contiguous_keys(k: np.ndarray, v: np.ndarray, blk: Block) -> tuple[np.ndarray, np.ndarray]:
+    """A block's keys and values in a store with one row per slot: views (b, KV, S, HS), no copy."""
+    rows = slice(blk.slot, blk.slot + blk.b)
+    return k[rows, :, :blk.keys], v[rows, :, :blk.keys]
+
+
+class KVCache:
+    """Keys and values of every layer for `batch` sequences of up to `max_len` tokens (≤ cfg.n_ctx).
+
+    cache.k[l], cache.v[l]  (B, KV, S, HS) zeros at first: views into one buffer of exactly `nbytes` bytes
+    cache.lengths           (B,) int64, each sequence's current length (tokens whose K/V are in the cache)
+    """
+    category = "kv_cache"
+
+    def __init__(self, cfg: Config, batch: int, max_len: int, dtype="float32"):
+        checks.instance("cfg", cfg, Config, "a minitx.Config")
+        batch = checks.integer("KVCache batch", batch)
+        max_len = checks.integer("KVCache max_len", max_len)
+        if max_len > cfg.n_ctx:
+            raise ValueError(f"KVCache max_len={max_len} exceeds the model's context n_ctx={cfg.n_ctx}")
+        self.cfg = cfg
+        self.dtype = numpy_dtype(dtype, "KVCache dtype")
+        L, KV, HS = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+        # One buffer, (K or V, layer, B, KV, S, HS): nbytes is exactly 2·L·B·KV·S·HS·itemsize, nothing hidden.
+        self.buffer = np.zeros((2, L, batch, KV, max_len, HS), dtype=self.dtype)
+        self.k = [self.buffer[0, l] for l in range(L)]
+        self.v = [self.buffer[1, l] for l in range(L)]
+        self.lengths = np.zeros(batch, dtype=np.int64)
+        self.table = np.arange(batch, dtype=np.int64)[:, None]     # slot b: row b, all max_len positions
+
+    @property
+    def batch(self) -> int:
+        return self.buffer.shape[2]
+
+    @property
+    def max_len(self) -> int:
+        return self.buffer.shape[4]
+
+    @property
+    def nbytes(self) -> int:
+        """2 (K and V) · L · KV · HS · S · B · itemsize."""
+        return int(self.buffer.nbytes)
+
+    def layer(self, l: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.k[l], self.v[l]
+
+    keys = staticmethod(contiguous_keys)
+
+    def reset(self) -> None:
+        """Forget every sequence: lengths back to 0, and K/V back to zeros. Rows past a sequence's length do pass
+        through the attention matmuls of a ragged block, with weight exactly 0; zeros keep a NaN left by an
+        earlier run from turning 0·NaN into NaN."""
+        self.buffer[...] = 0.0
+        self.lengths[:] = 0
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (f"KVCache(L={c.n_layers}, B={self.batch}, KV={c.n_kv_heads}, S={self.max_len}, HS={c.head_dim}, "
+                f"dtype={self.dtype.name}, nbytes={self.nbytes:,}, lengths={self.lengths.tolist()})")
+
+
+class Scratch:
+    """A store for one call that keeps nothing: the keys and values of the tokens being run (training, a plain
+    forward), each layer's pair allocated when the layer runs and freed when the next one replaces it."""
+    category = "activations"
+    keys = staticmethod(contiguous_keys)
+
+    def __init__(self, batch: TokenBatch, n_kv_heads: int, head_dim: int, dtype: np.dtype):
+        self.shape = (batch.n_slots, n_kv_heads, int(batch.pos.max()) + 1, head_dim)
+        self.dtype = dtype
+        self.table = np.arange(batch.n_slots, dtype=np.int64)[:, None]
+
+    def layer(self, l: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.empty(self.shape, dtype=self.dtype), np.empty(self.shape, dtype=self.dtype)

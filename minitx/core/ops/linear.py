@@ -1,0 +1,77 @@
+"""Linear layers (matmul + optional bias) and the residual add.
+
+linear   y = x @ w + b      x (N, K), w (K, M) stored (in, out) as GPT-2's Conv1D; or, for the LM head, w (M, K)
+                            stored (out, in) as the embedding it is tied to: then y = x @ wᵀ.
+residual y = x + f(x)       the skip connection. Its backward is the identity on both branches: the gradient
+                            that arrives is passed on unchanged (the two paths are summed in the norm backward).
+
+The matmuls run in BLAS through NumPy. A linear layer is the one place where training's "backward = 2 × forward"
+comes from: dx = dy @ wᵀ and dw = xᵀ @ dy are each as large as y = x @ w.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ...accounting import conventions as cv
+from ...accounting.counting import counting, nbytes, record
+
+
+class LinearCache(NamedTuple):
+    x: np.ndarray       # (N, K)
+    w: np.ndarray       # the weight as stored
+    has_bias: bool
+    transposed: bool    # True when w is stored (out, in)
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, name: str,
+                   transposed: bool = False) -> tuple[np.ndarray, LinearCache]:
+    """(N, K) @ (K, M) [+ b (M,)] -> (N, M). With transposed=True, w is (M, K)."""
+    out = x @ (w.T if transposed else w)
+    if b is not None:
+        out += b
+    if counting():
+        (N, K), M = x.shape, out.shape[1]
+        macs = N * K * M
+        bias = b is not None
+        record(name, "matmul", 2 * macs + (cv.ELEMENTWISE * N * M if bias else 0), macs,
+               reads=(("activations", nbytes(x)), ("weights", nbytes(w) + (nbytes(b) if bias else 0))),
+               writes=(("activations", nbytes(out)),))
+    return out, LinearCache(x, w, b is not None, transposed)
+
+
+def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np.ndarray | None,
+                    name: str) -> np.ndarray:
+    """dout (N, M) -> dx (N, K); writes dw (shaped like w) and db (M,). Two matmuls, each the size of the forward."""
+    x, w = cache.x, cache.w
+    wm = w.T if cache.transposed else w
+    dx = dout @ wm.T                        # (N, M) @ (M, K): the gradient that flows on to earlier layers
+    if cache.transposed:
+        np.matmul(dout.T, x, out=dw)        # (M, N) @ (N, K) -> (M, K)
+    else:
+        np.matmul(x.T, dout, out=dw)        # (K, N) @ (N, M) -> (K, M)
+    if cache.has_bias:
+        np.sum(dout, axis=0, out=db)        # the bias was added to every row, so its gradient sums the rows
+    if counting():
+        (N, K), M = x.shape, dout.shape[1]
+        macs = 2 * N * K * M
+        bias = cache.has_bias
+        record(name, "matmul", 2 * macs + (cv.ELEMENTWISE * N * M if bias else 0), macs,
+               reads=(("activations", nbytes(dout, x)), ("weights", nbytes(w))),
+               writes=(("activations", nbytes(dx)), ("gradients", nbytes(dw) + (nbytes(db) if bias else 0))))
+    return dx
+
+
+def residual_forward(x: np.ndarray, fx: np.ndarray, name: str) -> np.ndarray:
+    """(N, C) + (N, C) -> (N, C)."""
+    out = x + fx
+    if counting():
+        record(name, "elementwise", cv.ELEMENTWISE * out.size, reads=(("activations", nbytes(x, fx)),),
+               writes=(("activations", nbytes(out)),))
+    return out
+
+
+def residual_backward(dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The skip connection copies its gradient to both branches: no arithmetic, nothing recorded."""
+    return dout, dout

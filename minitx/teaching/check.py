@@ -1,0 +1,542 @@
+"""`minitx check`: run two small models for real and check the talk's claims against what the counters saw.
+
+Every claim of the talk (and of the notes it rests on) becomes one row:
+
+    the claim in plain words | the formula's value | the count from execution | the verdict
+
+The counts come from `minitx.count()` around real work: a training step (forward, backward, AdamW), an inference
+forward, a prefill and a run of cached decode steps, and the same steps recomputed without a cache; the memory
+rows come from the allocated buffers and from `minitx.memory`'s measurements. The formulas come from
+`minitx.formulas`, which never runs anything. Two kinds of verdict:
+
+    exact    the formula predicts the count to the last FLOP or byte: it spells out what the code does, every
+             matmul, norm, softmax entry and byte moved, per the conventions in `minitx.conventions`
+    approx   the claim is a rule of thumb (forward ≈ 2·P·tokens, training ≈ 3 × inference); the row shows the
+             relative error, the tolerance the rule is held to at these sizes, and, under it, why it is off
+    at_most  a bound: the count must not exceed the formula's value
+
+One more kind of row is not a claim and is left out of the tally: an "illustration" compares a formula with a
+rule of thumb, for a setting the models here do not run in (a 16-bit decode step; the models run in float32).
+
+`run_checks()` returns the rows as `Claim`s (tests and lessons use it); `format_table` prints them; the command
+(`minitx check`, minitx/cli/check.py) prints the table or JSON and exits 1 if any claim fails. Two families run: a GPT-2-style model (learned positions, LayerNorm, GELU MLP,
+biases, tied head) and a Llama-style one (RoPE, RMSNorm, SwiGLU, grouped-query attention, untied head).
+"""
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..accounting import formulas as F
+from ..accounting import memory
+from ..accounting.counting import Counter, count, phase
+from ..accounting.ledger import Ledger
+from ..core.config import Config
+from ..core.kv_cache import KVCache
+from ..core.model import Transformer
+from ..core.optim import AdamW
+
+# The two families, as presets small enough to run every check in seconds on a laptop CPU.
+MODELS = ("small-gpt2", "small-llama")
+DTYPE = "float32"            # what the models run in; the formulas get the same name
+BATCH, SEQ = 4, 64           # the training step and the inference forward: B sequences of T tokens
+PROMPT = 16                  # prefill length before the decode steps
+DECODE_AT = (16, 64, 127)    # positions t (tokens already cached) where a decode step is compared with recompute
+DECODE_BATCHES = (1, 4, 16)  # batch sizes for decode's FLOPs per weight byte
+DEPTHS = (2, 4)              # layer counts for "training memory grows with depth, inference memory does not"
+
+PUBLISHED = {  # figures a formula is compared with (docs/formulas.md, "Published parameter counts")
+    "gemma-2b total": (2_506_172_416, "HF safetensors metadata"),
+    "gemma-2b non-embedding": (1_981_884_416, "Gemma report, Table 2"),
+}
+
+
+@dataclass
+class Claim:
+    """One checked claim. `counted` is what execution produced (or, where `source` says so, an allocation, a
+    measurement or a published figure); `expected` is the formula's value for the same quantity."""
+    section: str
+    model: str
+    claim: str
+    expected: float
+    counted: float
+    kind: str = "exact"          # "exact" (counted == expected), "approx" (|counted/expected − 1| ≤ tolerance),
+                                 # "at_most" (counted ≤ expected: a bound, not an estimate), or "illustration"
+                                 # (formula vs formula: shown, never failed, left out of the tally)
+    tolerance: float = 0.0
+    unit: str = ""               # "" (a count), "B" (bytes), "FLOPs", "MACs", "x" (a ratio), "%", "FLOP/B", or
+                                 # "parts" / "ops": how many of `expected` items match (shown as "4/4 parts")
+    source: str = "counted"      # counted | allocated | measured | published | formula only
+    formula: str = ""            # the formula in symbols
+    note: str = ""               # why an approximation is off by what it is off by
+
+    @property
+    def error(self) -> float:
+        """counted / expected − 1."""
+        if self.expected == 0:
+            return 0.0 if self.counted == 0 else float("inf")
+        return self.counted / self.expected - 1.0
+
+    @property
+    def counts(self) -> bool:
+        """Whether the row is a claim checked against execution (everything but an illustration)."""
+        return self.kind != "illustration"
+
+    @property
+    def ok(self) -> bool:
+        if self.kind == "illustration":
+            return True
+        if self.kind == "exact":
+            return self.counted == self.expected
+        if self.kind == "at_most":
+            return self.counted <= self.expected
+        return abs(self.error) <= self.tolerance
+
+    @property
+    def verdict(self) -> str:
+        if self.kind == "exact":
+            return "exact" if self.ok else f"MISMATCH ({_signed_pct(self.error)})"
+        if self.kind == "at_most":
+            return "within the bound" if self.ok else "ABOVE THE BOUND"
+        if self.kind == "illustration":
+            return f"{_signed_pct(self.error)}: an illustration, not counted"
+        err, tol = _signed_pct(self.error), _pct(self.tolerance)
+        return f"{err}, within ±{tol}" if self.ok else f"{err}: OUTSIDE ±{tol}"
+
+    def to_dict(self) -> dict:
+        return {"section": self.section, "model": self.model, "claim": self.claim, "formula": self.formula,
+                "kind": self.kind, "expected": _jsonable(self.expected), "counted": _jsonable(self.counted),
+                "unit": self.unit, "source": self.source, "tolerance": self.tolerance,
+                "error": _jsonable(self.error), "ok": self.ok, "verdict": self.verdict, "note": self.note}
+
+
+# ---- running the models --------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """What one model did under the counters, and what was measured of its memory."""
+    cfg: Config
+    model: Transformer
+    opt: AdamW
+    train: Counter                       # loss_and_grads + AdamW.step on (BATCH, SEQ)
+    infer: Counter                       # model.forward on the same tokens
+    prefill: Counter                     # PROMPT tokens per sequence into an empty cache
+    decode: dict[int, Counter]           # t -> the cached decode step with t tokens already cached
+    recompute: dict[int, Counter]        # t -> model.forward over the t + 1 tokens (no cache)
+    cache: KVCache
+    kv_written: int                      # kv_cache bytes written by the prefill and every decode step
+    positions: int                       # positions written per sequence (prompt + decode steps)
+    decode_by_batch: dict[int, Counter]  # batch -> one decode step with PROMPT tokens cached
+    saved_activations: int = 0           # memory.measure_saved_activations at (BATCH, SEQ)
+    largest_activation: int = 0          # memory.largest_activation
+    by_depth: dict[int, tuple[int, int]] = field(default_factory=dict)  # L -> (saved, inference peak)
+
+
+def _run(name: str, say: Callable[[str], None]) -> Run:
+    cfg = Config.preset(name)
+    model = Transformer(cfg, seed=0, dtype=DTYPE)
+    opt = AdamW(model, lr=1e-3)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg.vocab_size, size=(BATCH, SEQ))
+    targets = np.roll(tokens, -1, axis=1)
+
+    say(f"{name}: a training step (B={BATCH}, T={SEQ}) and an inference forward")
+    with count() as train:
+        _, grads = model.loss_and_grads(tokens, targets)
+        opt.step(grads)
+    with count() as infer:
+        model.forward(tokens)
+
+    at = ", ".join(map(str, DECODE_AT))
+    say(f"{name}: prefill {PROMPT} tokens, decode to t={max(DECODE_AT)}, recompute at t={at}")
+    max_len = max(DECODE_AT) + 1
+    ids = rng.integers(0, cfg.vocab_size, size=(BATCH, max_len))
+    cache = KVCache(cfg, BATCH, max_len, DTYPE)
+    steps: dict[int, Counter] = {}
+    with count() as everything:
+        with count() as pre:
+            model.prefill(ids[:, :PROMPT], cache)
+        for t in range(PROMPT, max_len):
+            with count() as step:
+                model.decode(ids[:, t], cache)   # teacher-forced, so the recompute below sees the same ids
+            if t in DECODE_AT:
+                steps[t] = step
+    recompute: dict[int, Counter] = {}
+    for t in DECODE_AT:
+        with count() as again, phase("decode"):
+            model.forward(ids[:, :t + 1])
+        recompute[t] = again
+    by_batch: dict[int, Counter] = {}
+    for b in DECODE_BATCHES:
+        small = KVCache(cfg, b, PROMPT + 1, DTYPE)
+        model.prefill(np.repeat(ids[:1, :PROMPT], b, axis=0), small)
+        with count() as step:
+            model.decode(np.repeat(ids[:1, PROMPT], b), small)
+        by_batch[b] = step
+    run = Run(cfg, model, opt, train, infer, pre, steps, recompute, cache,
+              everything.writes.get("kv_cache", 0), max_len, by_batch)
+
+    say(f"{name}: measuring saved activations and the inference peak at {' and '.join(map(str, DEPTHS))} "
+        f"layer{'s' if max(DEPTHS) > 1 else ''}")
+    run.saved_activations = memory.measure_saved_activations(model, tokens)
+    run.largest_activation = memory.largest_activation(model, tokens)
+    for depth in DEPTHS:
+        if depth == cfg.n_layers:
+            run.by_depth[depth] = (run.saved_activations, memory.measure_inference_peak(model, tokens))
+            continue
+        other = Transformer(cfg.replace(n_layers=depth, name=f"{name}-{depth}L"), seed=0, dtype=DTYPE)
+        run.by_depth[depth] = (memory.measure_saved_activations(other, tokens),
+                               memory.measure_inference_peak(other, tokens))
+    return run
+
+
+def _warm_up(say: Callable[[str], None]) -> float:
+    """Run every kernel once on a tiny model of each family, so Numba compiles them (or loads them from its
+    cache) before anything is timed. When that takes more than a second, kernels are being compiled: say so."""
+    start = time.perf_counter()
+    timer = threading.Timer(1.0, say, args=("compiling kernels (first run only)...",))
+    timer.daemon = True
+    timer.start()
+    try:
+        for name in ("tiny-gpt2", "tiny-llama"):
+            cfg = Config.preset(name)
+            model = Transformer(cfg, dtype=DTYPE)
+            tokens = np.arange(8, dtype=np.int64).reshape(2, 4) % cfg.vocab_size
+            _, grads = model.loss_and_grads(tokens, tokens)
+            AdamW(model).step(grads)
+            cache = KVCache(cfg, 2, 5, DTYPE)
+            model.prefill(tokens, cache)
+            model.decode(tokens[:, 0], cache)
+    finally:
+        timer.cancel()
+    seconds = time.perf_counter() - start
+    if seconds > 1.0:
+        say(f"kernels ready after {seconds:.1f} s")
+    return seconds
+
+
+def run_checks(models: tuple[str, ...] = MODELS, progress: Callable[[str], None] | None = None) -> list[Claim]:
+    """Run each model for real under the counters; return every claim, checked (see `Claim.ok`).
+    `progress`, if given, receives one-line status messages (the CLI prints them on stderr)."""
+    for name in models:
+        cfg = Config.preset(name)
+        if cfg.n_ctx < max(max(DECODE_AT) + 1, SEQ):
+            raise ValueError(f"minitx check needs n_ctx >= {max(max(DECODE_AT) + 1, SEQ)}; {name} has "
+                             f"n_ctx={cfg.n_ctx}")
+    say = progress or (lambda message: None)
+    _warm_up(say)
+    runs = [_run(name, say) for name in models]
+    claims: list[Claim] = []
+    for section in (_parameter_claims, _exact_claims, _compute_claims, _memory_claims, _kv_claims,
+                    _serving_claims):
+        for run in runs:
+            claims += section(run)
+        if section is _parameter_claims:
+            claims += _published_claims()
+    return claims
+
+
+# ---- the claims ----------------------------------------------------------------------------------------------
+
+def _parameter_claims(run: Run) -> list[Claim]:
+    cfg, m = run.cfg, run.model
+    parts: dict[str, int] = {}
+    for spec in m.table:
+        parts[spec.part] = parts.get(spec.part, 0) + spec.size
+    breakdown = F.param_breakdown(cfg)
+    formula = {k: v for k, v in breakdown.items() if k != "total" and v}
+    return [
+        Claim("parameters", cfg.name, "parameters allocated = the closed-form count", F.num_params(cfg),
+              m.num_params(), source="allocated",
+              formula="V·C + n_ctx·C + L·(12C² + 13C) + 2C" if cfg.position == "learned" else
+              "2·V·C + L·(C·(NH+2KV)·HS + NH·HS·C + 3·C·F + 2C) + C"),
+        Claim("parameters", cfg.name, "per part (embedding, attention, mlp, ...) = formula", len(formula),
+              sum(parts.get(k) == v for k, v in formula.items()) if set(parts) == set(formula) else 0,
+              unit="parts", source="allocated", formula="param_breakdown(cfg)"),
+        Claim("parameters", cfg.name, "share of the parameters in the vocabulary tables (embeddings"
+              + (", untied head)" if not cfg.tie_embeddings else ")"),
+              round(100 * (breakdown["embedding"] + breakdown["lm_head"]) / F.num_params(cfg), 6),
+              round(100 * (parts["embedding"] + parts.get("lm_head", 0)) / m.num_params(), 6), unit="%",
+              source="allocated",
+              formula={(True, True): "(V·C + n_ctx·C) / P", (True, False): "V·C / P",
+                       (False, True): "(2·V·C + n_ctx·C) / P", (False, False): "2·V·C / P (wte + lm_head)"}[
+                  (cfg.tie_embeddings, cfg.position == "learned")]),
+    ]
+
+
+def _published_claims() -> list[Claim]:
+    gemma = Config.preset("gemma-2b")
+    non_emb, non_emb_src = PUBLISHED["gemma-2b non-embedding"]
+    total, total_src = PUBLISHED["gemma-2b total"]
+    return [
+        Claim("parameters", "gemma-2b", "'Gemma 2B' is named by its non-embedding count",
+              F.non_embedding_params(gemma), non_emb, source=f"published: {non_emb_src}",
+              formula="P − V·C"),
+        Claim("parameters", "gemma-2b", "... but holds 2.5B: a 256k vocabulary adds 0.52B",
+              F.num_params(gemma), total, source=f"published: {total_src}", formula="P",
+              note=f"V·C = 256,000 · 2048 = 524,288,000 (tied), {100 * 524_288_000 / total:.1f}% of the total"),
+    ]
+
+
+def _ops_matching(pairs: list[tuple[Ledger, Ledger]]) -> tuple[int, int]:
+    """Over (counted, formula) pairs: (ops whose FLOPs, MACs, bytes per category and phase all equal the
+    formula's, ops named by either side)."""
+    good = total = 0
+    for counter, costs in pairs:
+        counted, predicted = counter.summary_by("name"), costs.summary_by("name")
+        names = set(counted) | set(predicted)
+        total += len(names)
+        good += sum(counted.get(n) == predicted.get(n) for n in names)
+    return good, total
+
+
+def _exact_claims(run: Run) -> list[Claim]:
+    """Counted == formula, to the FLOP and the byte, for every phase of training and of inference."""
+    cfg, name = run.cfg, run.cfg.name
+    out: list[Claim] = []
+    step = F.training_step(cfg, BATCH, SEQ, DTYPE)
+    pairs = []
+    for ph in ("forward", "backward", "optimizer"):
+        counter, costs = run.train.filter(phase=ph), step.filter(phase=ph)
+        out.append(Claim("exact", name, f"training {ph}: FLOPs", costs.flops, counter.flops, unit="FLOPs",
+                         formula=f"training_step(cfg, {BATCH}, {SEQ}), {ph}"))
+        out.append(Claim("exact", name, f"training {ph}: bytes read + written", costs.bytes, counter.bytes,
+                         unit="B", formula=f"training_step(cfg, {BATCH}, {SEQ}), {ph}"))
+        pairs.append((counter, costs))
+    fwd = F.forward_pass(cfg, BATCH, SEQ, DTYPE)
+    pre = F.prefill(cfg, BATCH, PROMPT, DTYPE)
+    for label, counter, costs, formula in (
+            ("inference forward", run.infer, fwd, f"forward_pass(cfg, {BATCH}, {SEQ})"),
+            (f"prefill of {PROMPT} tokens", run.prefill, pre, f"prefill(cfg, {BATCH}, {PROMPT})")):
+        out.append(Claim("exact", name, f"{label}: FLOPs", costs.flops, counter.flops, unit="FLOPs",
+                         formula=formula))
+        out.append(Claim("exact", name, f"{label}: bytes read + written", costs.bytes, counter.bytes, unit="B",
+                         formula=formula))
+        pairs.append((counter, costs))
+    for t in DECODE_AT:
+        costs = F.decode_step(cfg, BATCH, t, DTYPE)
+        out.append(Claim("exact", name, f"decode step, {t} tokens cached: FLOPs", costs.flops, run.decode[t].flops,
+                         unit="FLOPs", formula=f"decode_step(cfg, {BATCH}, {t})"))
+        pairs.append((run.decode[t], costs))
+    good, total = _ops_matching(pairs)
+    out.append(Claim("exact", name, "ops matching in FLOPs, MACs and bytes per category", total, good,
+                     unit="ops", formula="one formula Record per recorded op name"))
+    return out
+
+
+def _compute_claims(run: Run) -> list[Claim]:
+    cfg, name = run.cfg, run.cfg.name
+    tokens = BATCH * SEQ
+    fwd = run.infer.flops
+    attention = F.attention_flops_palm(cfg, SEQ) * tokens
+    train = run.train.filter(phase="forward").flops + run.train.filter(phase="backward").flops
+
+    def matmul_macs(ph: str) -> int:
+        return run.train.filter(phase=ph, op="matmul").macs + run.train.filter(phase=ph, op="attention").macs
+
+    lookups = "the embedding lookup" if cfg.tie_embeddings else "the wte lookup"
+    return [
+        Claim("compute", name, "inference forward FLOPs ≈ 2·P·tokens", F.approx_forward_flops_2P(cfg, tokens),
+              fwd, kind="approx", tolerance=0.10, unit="FLOPs", formula="2·P·B·T",
+              note="leaves out attention's T-dependent scores and mix (4·L·T·NH·HS per token, "
+                   f"{100 * attention / fwd:.1f}% here) and the O(C) norms, softmax and activations; "
+                   f"it also charges {lookups}, which costs no FLOPs, as a matmul"),
+        Claim("compute", name, "  ≈ 2·P·tokens + attention 4·L·T·(NH·HS)·tokens",
+              F.approx_forward_flops_2P(cfg, tokens) + attention, fwd, kind="approx", tolerance=0.05,
+              unit="FLOPs", formula="2·P·B·T + 4·L·T·NH·HS·B·T (PaLM's attention term)",
+              note="left over: norms, softmax, activations and the lookups"),
+        Claim("compute", name, "backward matmul MACs = 2 × forward (dX and dW)", 2 * matmul_macs("forward"),
+              matmul_macs("backward"), unit="MACs", formula="2 × forward MACs (linear layers, scores, mix)"),
+        Claim("compute", name, "training (fwd + bwd) ≈ 3 × inference forward", 3 * fwd, train, kind="approx",
+              tolerance=0.02, unit="FLOPs", formula="3 × counted inference forward",
+              note="exact for every matmul; the loss and the norms', softmax's and activations' backward "
+                   "are not exactly twice their forward"),
+        Claim("compute", name, "training (fwd + bwd) ≈ 6·P·tokens", F.approx_training_flops_6P(cfg, tokens),
+              train, kind="approx", tolerance=0.10, unit="FLOPs", formula="6·P·B·T",
+              note="the same omissions as 2·P·tokens, three times over"),
+    ]
+
+
+def _memory_claims(run: Run) -> list[Claim]:
+    cfg, name = run.cfg, run.cfg.name
+    lo, hi = DEPTHS
+    (saved_lo, peak_lo), (saved_hi, peak_hi) = run.by_depth[lo], run.by_depth[hi]
+    formula_lo = F.saved_activation_bytes(cfg.replace(n_layers=lo), BATCH, SEQ, DTYPE, include_loss=True)
+    formula_hi = F.saved_activation_bytes(cfg.replace(n_layers=hi), BATCH, SEQ, DTYPE, include_loss=True)
+    return [
+        Claim("memory", name, "Adam's m and v: 2 extra copies of the weights", F.adam_state_bytes(cfg, DTYPE),
+              run.opt.m.nbytes + run.opt.v.nbytes, unit="B", source="allocated", formula="2·P·bytes"),
+        Claim("memory", name, f"training keeps every activation (L={cfg.n_layers})",
+              F.saved_activation_bytes(cfg, BATCH, SEQ, DTYPE, include_loss=True), run.saved_activations,
+              unit="B", source="measured", formula=f"saved_activation_bytes(cfg, {BATCH}, {SEQ})",
+              note="memory.measure_saved_activations: the distinct arrays the caches hold for the backward"),
+        Claim("memory", name, f"  so it grows with depth: L={hi} / L={lo}", round(formula_hi / formula_lo, 6),
+              round(saved_hi / saved_lo, 6), unit="x", source="measured", formula="ratio of the formulas"),
+        Claim("memory", name, "the largest single activation", max(F.activation_sizes(cfg, BATCH, SEQ,
+                                                                                      DTYPE).values()),
+              run.largest_activation, unit="B", source="measured", formula="max(activation_sizes(...))"),
+        Claim("memory", name, f"inference peak does not grow with depth: L={hi} / L={lo}", 1.0,
+              round(peak_hi / peak_lo, 6), kind="approx", tolerance=0.02, unit="x", source="measured",
+              formula="1",
+              note=f"tracemalloc peak of model.forward: {peak_lo:,} B at L={lo}, {peak_hi:,} B at L={hi}, while "
+                   f"training keeps {saved_lo:,} B and {saved_hi:,} B. The peak is a few activations (about "
+                   f"{peak_hi / run.largest_activation:.1f}x the largest here): this unfused forward holds "
+                   "the intermediate arrays of a block or two at a time, whatever the depth"),
+        Claim("memory", name, "inference peak is a few activations: peak ÷ largest ≤ 4", 4.0,
+              round(peak_hi / run.largest_activation, 3), kind="at_most", unit="x", source="measured",
+              formula="≤ 4",
+              note="an op reads its input while it writes its output, next to the residual stream: a few "
+                   f"activations are alive at once, never the whole forward (training keeps "
+                   f"{saved_hi / peak_hi:.1f}x the inference peak at L={hi})"),
+    ]
+
+
+def _kv_claims(run: Run) -> list[Claim]:
+    cfg, name = run.cfg, run.cfg.name
+    B, S, item = run.cache.batch, run.cache.max_len, np.dtype(DTYPE).itemsize
+    out = [
+        Claim("kv cache", name, f"cache bytes for B={B}, S={S} (cache.nbytes)", F.kv_cache_bytes(cfg, B, S, DTYPE),
+              run.cache.nbytes, unit="B", source="allocated",
+              formula=f"2·L·KV·HS·S·B·bytes = 2·{cfg.n_layers}·{cfg.n_kv_heads}·{cfg.head_dim}·{S}·{B}"
+                      f"·{item}"),
+        Claim("kv cache", name, "kv_cache bytes written by prefill + decode",
+              F.kv_bytes_per_token(cfg, DTYPE) * B * run.positions, run.kv_written, unit="B",
+              formula=f"kv_bytes_per_token × B × {run.positions} positions"),
+    ]
+    for t in DECODE_AT:
+        predicted = F.recompute_step(cfg, BATCH, t, DTYPE).flops / F.decode_step(cfg, BATCH, t, DTYPE).flops
+        out.append(Claim("kv cache", name, f"recompute ÷ cached step at t={t} ≈ t + 1 (recompute redoes all t + 1 "
+                         "tokens)", round(predicted, 6),
+                         round(run.recompute[t].flops / run.decode[t].flops, 6), unit="x",
+                         formula=f"recompute_step / decode_step at t={t}"))
+    return out
+
+
+def _weights_read(ledger: Ledger) -> int:
+    return ledger.reads.get("weights", 0)
+
+
+def _serving_claims(run: Run) -> list[Claim]:
+    cfg, name = run.cfg, run.cfg.name
+    pre = F.prefill(cfg, BATCH, PROMPT, DTYPE).filter(op="matmul")
+    dec = F.decode_step(cfg, 1, PROMPT, DTYPE).filter(op="matmul")
+    out = [
+        Claim("serving", name, f"prefill matmuls' FLOP/B, B·T = {BATCH}·{PROMPT} rows",
+              round(pre.intensity, 6),
+              round(run.prefill.filter(op="matmul").totals().intensity, 6), unit="FLOP/B",
+              formula="2·N·K·M / (N·K + K·M + N·M)·bytes per linear layer, summed"),
+        Claim("serving", name, "decode matmuls' FLOP/B, batch 1 (matrix-vector)",
+              round(dec.intensity, 6),
+              round(run.decode_by_batch[1].filter(op="matmul").totals().intensity, 6), unit="FLOP/B",
+              formula="≈ 2·K·M / (K·M)·bytes = 2 / bytes"),
+    ]
+    for b in DECODE_BATCHES:
+        matmuls = run.decode_by_batch[b].filter(op="matmul")
+        out.append(Claim("serving", name, f"decode, batch {b}: FLOPs per weight byte ≈ B/2 (fp32)", b / 2,
+                         round(matmuls.flops / _weights_read(matmuls), 6), kind="approx", tolerance=0.01,
+                         unit="FLOP/B", formula="2 FLOPs per weight per sequence / 4 bytes",
+                         note="biases cost 1 FLOP per output per sequence for 4 bytes" if cfg.bias else
+                         "no biases here: 2 FLOPs per 4-byte weight per sequence, nothing else in the matmuls"))
+    b = max(DECODE_BATCHES)
+    dec16 = F.decode_step(cfg, b, PROMPT, "bfloat16").filter(op="matmul")
+    out.append(Claim("serving", name, f"  illustration, 16-bit, batch {b}: ≈ B FLOP per weight byte", b,
+                     round(dec16.flops / _weights_read(dec16), 6),
+                     kind="illustration", unit="FLOP/B", source="formula only",
+                     formula="2 FLOPs per weight per sequence / 2 bytes",
+                     note="formula vs formula, not a count: decode_step(cfg, B, t, 'bfloat16') against B; the "
+                          "model itself runs in float32, so nothing ran in 16-bit"))
+    return out
+
+
+# ---- presentation --------------------------------------------------------------------------------------------
+
+SECTIONS = {
+    "parameters": "PARAMETERS: where they live",
+    "exact": "EXACT COUNTS: the formulas predict every FLOP and byte the code moves",
+    "compute": "COMPUTE: the rules of thumb, 2 FLOPs per parameter per token and training = 3 x inference",
+    "memory": "MEMORY: training holds Adam's copies and every activation; inference a few activations",
+    "kv cache": "KV CACHE: memory traded for compute",
+    "serving": "SERVING: prefill multiplies matrices by matrices, decode by vectors",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%" if x >= 0.01 else f"{100 * x:.1f}%"
+
+
+def _signed_pct(x: float) -> str:
+    return f"{100 * x:+.2f}%" if np.isfinite(x) else "inf"
+
+
+def _jsonable(x):
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else str(x)
+    return x
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit in ("x", "FLOP/B"):
+        return f"{value:,.3f}" + ("x" if unit == "x" else "")
+    if unit == "%":
+        return f"{value:.2f}%"
+    if unit in ("parts", "ops"):
+        return f"{int(value):,} {unit}"
+    if float(value).is_integer():
+        return f"{int(value):,}" + (" B" if unit == "B" else "")
+    return f"{value:,.4g}"
+
+
+def _cells(c: Claim) -> tuple[str, str]:
+    """The formula and counted columns of a row: a bound reads "≤ 4", a tally of matches "4/4 parts"."""
+    formula = f"≤ {c.expected:g}" if c.kind == "at_most" else _fmt(c.expected, c.unit)
+    if c.unit in ("parts", "ops"):
+        return formula, f"{int(c.counted):,}/{int(c.expected):,} {c.unit}"
+    return formula, _fmt(c.counted, c.unit)
+
+
+NOTE_WIDTH = 116   # the notes under approximation rows wrap at this width
+
+
+def format_table(claims: list[Claim], header: str = "") -> str:
+    """The human table: one row per claim, grouped by section; under each approximation, bound or illustration,
+    the note that says why it is off by what it is off by."""
+    w_claim = max(len(c.claim) for c in claims)
+    w_model = max(len(c.model) for c in claims)
+    w_num = max(max(len(cell) for cell in _cells(c)) for c in claims)
+    lines = [header] if header else []
+    section = None
+    for c in claims:
+        if c.section != section:
+            section = c.section
+            lines += ["", SECTIONS.get(section, section.upper()),
+                      f"   {'claim':<{w_claim}}  {'model':<{w_model}}  {'formula':>{w_num}}  {'counted':>{w_num}}  "
+                      "verdict"]
+        src = "" if c.source == "counted" else f"  [{c.source}]"
+        mark = "-- " if not c.counts else "ok " if c.ok else "XX "
+        formula, counted = _cells(c)
+        lines.append(f"{mark}{c.claim:<{w_claim}}  {c.model:<{w_model}}  "
+                     f"{formula:>{w_num}}  {counted:>{w_num}}  {c.verdict}{src}")
+        if c.note and c.kind != "exact":
+            lines.append(textwrap.fill(c.note, width=NOTE_WIDTH, initial_indent=" " * 6,
+                                       subsequent_indent=" " * 6, break_on_hyphens=False))
+    return "\n".join(lines)
+
+
+def header() -> str:
+    lines = ["minitx check: the talk's arithmetic, formula (minitx.formulas) vs execution (minitx.count)"]
+    for name in MODELS:
+        cfg = Config.preset(name)
+        attn = "multi-head" if cfg.n_kv_heads == cfg.n_heads else f"GQA {cfg.n_heads}q/{cfg.n_kv_heads}kv heads"
+        lines.append(f"  {name}: L={cfg.n_layers} C={cfg.d_model} V={cfg.vocab_size} P={F.num_params(cfg):,}; "
+                     f"{cfg.norm}, {cfg.position} positions, {cfg.mlp} MLP, {attn}, "
+                     f"{'tied' if cfg.tie_embeddings else 'untied'} head")
+    lines.append(f"  training step and inference forward at B={BATCH}, T={SEQ}; prefill {PROMPT} tokens, then "
+                 f"cached decode to t={max(DECODE_AT)}; {DTYPE}; 2 FLOPs per multiply-add")
+    return "\n".join(lines)
