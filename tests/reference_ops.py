@@ -1,4 +1,4 @@
-"""Plain, obviously-correct references for every minitx kernel (STYLE P7, P8): NumPy in float64, no Numba.
+"""Plain, obviously-correct references for every minitx kernel: NumPy in float64, no Numba.
 
 Each function here is written to be checked by eye, not to be fast: loops where the op is a loop (attention rows,
 embedding rows), straight formulas elsewhere, and backward passes that walk the forward's lines in reverse one
@@ -429,7 +429,7 @@ def model_forward(cfg, params, tokens, cos=None, sin=None, embed_scale=None):
     return linear_fwd(norm(x, "ln_f"), head, transposed=True).reshape(B, T, cfg.vocab_size)
 
 
-# ---- comparing with the references: the two tolerance rules (STYLE P9) --------------------------------------
+# ---- comparing with the references: the two tolerance rules ------------------------------------------------
 
 def assert_close(actual, expected, name: str, dtype, terms: int = 1, scale: float | None = None) -> None:
     """The rule for every kernel-vs-reference comparison (expected is the float64 reference):

@@ -1,9 +1,10 @@
-"""Hypothesis strategies for small, valid minitx configurations and input shapes (STYLE P13).
+"""Small, valid minitx configurations for the tests: hypothesis strategies that draw them (property-based tests
+check a claim on many configurations, not one hand-picked example), input shapes, and a few fixed tiny configs.
 
 Import from any test module (tests/conftest.py puts this directory on sys.path):
 
     from hypothesis import given
-    from strategies import configs, shapes, config_and_shape
+    from strategies import configs, shapes, config_and_shape, TINY_GPT2
 
     @given(configs(family="llama"))
     def test_something(cfg): ...
@@ -24,6 +25,11 @@ Families (`family=`):
     "any"    every switch drawn independently (e.g. layernorm + RoPE + gated MLP + biases): combinations no
              published model uses but Config accepts, so the code must handle them
     None     (default) "gpt2" or "llama"
+
+Fixed tiny configs (`TINY_GPT2`, `TINY_LLAMA`, `TINY_GEMMA`, all three in `TINY`) are at the end of this module:
+one per family, for tests that want a known config rather than a drawn one. Tests may rely on their switches
+(family, attention layout, tied or not) but not on their sizes; a test whose numbers depend on particular sizes
+declares its own config and says why.
 """
 from __future__ import annotations
 
@@ -120,3 +126,27 @@ def config_and_shape(draw, family: str | None = None, max_layers: int = MAX_LAYE
 def token_arrays(cfg: Config, shape: tuple[int, int]) -> st.SearchStrategy:
     """An int64 array of ids in [0, vocab_size) with the given (B, T) shape."""
     return arrays(np.int64, shape, elements=st.integers(0, cfg.vocab_size - 1))
+
+
+# ---- fixed tiny configs ----------------------------------------------------------------------------------------
+# Sizes differ wherever code could confuse two of them: vocab_size, n_ctx, d_model and d_ff are all unequal (so a
+# transposed table or a swapped axis has the wrong shape), and in the Llama and Gemma configs head_dim ≠
+# d_model / n_heads, so q_dim = n_heads·head_dim (24) ≠ d_model (8).
+
+TINY_GPT2 = Config(name="test-gpt2", vocab_size=11, n_ctx=9, d_model=8, n_layers=2, n_heads=2)
+"""GPT-2 family: LayerNorm, standard MLP with tanh GELU (d_ff = 4·d_model), learned positions, biases on every
+linear layer, tied embeddings, multi-head attention (n_kv_heads = n_heads) with head_dim = d_model / n_heads."""
+
+TINY_LLAMA = Config(name="test-llama", vocab_size=13, n_ctx=9, d_model=8, n_layers=2, n_heads=4, n_kv_heads=2,
+                    head_dim=6, d_ff=10, norm="rmsnorm", mlp="gated", activation="silu", position="rope",
+                    bias=False, tie_embeddings=False)
+"""Llama family: RMSNorm, gated MLP with SiLU (SwiGLU), RoPE, no biases, untied LM head, grouped-query attention
+(4 query heads share 2 key/value heads), head_dim 6 ≠ d_model / n_heads = 2."""
+
+TINY_GEMMA = TINY_LLAMA.replace(name="test-gemma", n_kv_heads=1, activation="gelu_tanh", tie_embeddings=True,
+                                embed_scale=True, norm_unit_offset=True)
+"""Gemma: TINY_LLAMA's layout with multi-query attention (one key/value head for all 4 query heads), GeGLU (gated
+tanh GELU), tied embeddings scaled by sqrt(d_model) on the way in, and RMSNorm scaling by (1 + w)."""
+
+TINY = {"gpt2": TINY_GPT2, "llama-gqa": TINY_LLAMA, "gemma-mqa": TINY_GEMMA}
+"""The three fixed configs keyed by what they cover (usable as pytest ids)."""

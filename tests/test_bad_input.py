@@ -1,4 +1,4 @@
-"""Bad input fails loudly and early (STYLE P9): a ValueError or TypeError whose message names the argument, raised
+"""Bad input fails loudly and early: a ValueError or TypeError whose message names the argument, raised
 before any Numba kernel runs (the kernels index without bounds checks, so an id that got through could read or
 write outside an array instead of failing).
 
@@ -16,8 +16,12 @@ import pytest
 
 from minitx import AdamW, Config, Transformer
 from minitx.core.config import PRESETS
+from strategies import TINY_GPT2
 
-CFG = Config(name="test-bad", vocab_size=10, n_ctx=6, d_model=8, n_layers=1, n_heads=2)
+# GPT-2 family: LayerNorm (the "unit offset with layernorm" case needs it), head_dim, d_ff and n_kv_heads at their
+# defaults (test_replace_derives_the_derived_sizes_again needs that). Bad ids and lengths are derived from its sizes.
+CFG = TINY_GPT2
+V, N_CTX = CFG.vocab_size, CFG.n_ctx
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def model():
     return Transformer(CFG, dtype="float64")
 
 
-GOOD = np.array([[1, 2, 3], [4, 5, 6]])
+GOOD = np.array([[1, 2, 3], [4, 5, 6]]) % V
 
 
 # ---- token ids -----------------------------------------------------------------------------------------------
@@ -33,11 +37,11 @@ GOOD = np.array([[1, 2, 3], [4, 5, 6]])
 BAD_TOKENS = {
     # name: (tokens, exception, words the message must contain)
     "negative id": (np.array([[1, -1, 2]]), ValueError, ["tokens", "-1", "vocab_size"]),
-    "id == vocab_size": (np.array([[1, 10, 2]]), ValueError, ["tokens", "10", "vocab_size"]),
+    "id == vocab_size": (np.array([[1, V, 2]]), ValueError, ["tokens", str(V), "vocab_size"]),
     "huge id": (np.array([[2**62]]), ValueError, ["tokens", str(2**62)]),
     "uint64 max": (np.array([[np.iinfo(np.uint64).max]], dtype=np.uint64), ValueError, ["tokens", "vocab_size"]),
     "int8 negative": (np.array([[3, -128]], dtype=np.int8), ValueError, ["tokens", "-128"]),
-    "T > n_ctx": (np.zeros((1, 7), dtype=np.int64), ValueError, ["tokens", "T=7", "n_ctx=6"]),
+    "T > n_ctx": (np.zeros((1, N_CTX + 1), dtype=np.int64), ValueError, ["tokens", f"T={N_CTX + 1}", f"n_ctx={N_CTX}"]),
     "1-D": (np.array([1, 2, 3]), ValueError, ["tokens", "(B, T)", "(3,)"]),
     "3-D": (np.zeros((1, 2, 3), dtype=np.int64), ValueError, ["tokens", "(B, T)"]),
     "0-D": (np.int64(3), ValueError, ["tokens", "(B, T)"]),
@@ -92,11 +96,14 @@ def test_valid_integer_dtypes_and_lists_are_accepted(model):
     """Not every unusual input is bad: any integer dtype, and nested lists, work and give the same logits."""
     expected = model.forward(GOOD)
     for tokens in (GOOD.astype(np.uint8), GOOD.astype(np.int32), GOOD.astype(np.uint64), GOOD.tolist(),
-                   np.asfortranarray(GOOD), np.arange(12).reshape(2, 6)[:, ::2] % 10):
-        out = model.forward(tokens)
-        if np.asarray(tokens).shape == GOOD.shape and np.array_equal(np.asarray(tokens), GOOD):
-            np.testing.assert_array_equal(out, expected)
-    model.loss_and_grads(np.zeros((1, 6), dtype=np.int16), np.full((1, 6), 9, dtype=np.uint8))
+                   np.asfortranarray(GOOD)):
+        np.testing.assert_array_equal(model.forward(tokens), expected)
+    strided = np.arange(12).reshape(2, 6)[:, ::2] % V                  # a non-contiguous view
+    np.testing.assert_array_equal(model.forward(strided), model.forward(np.ascontiguousarray(strided)))
+    # the whole context, ids of two different unusual dtypes, the largest id as target
+    tokens, targets = np.zeros((1, N_CTX), dtype=np.int16), np.full((1, N_CTX), V - 1, dtype=np.uint8)
+    loss, _ = model.loss_and_grads(tokens, targets)
+    assert loss == model.loss_and_grads(tokens.astype(np.int64), targets.astype(np.int64))[0]
 
 
 def test_rejected_input_changes_nothing(model):
@@ -173,9 +180,11 @@ def test_config_unknown_field():
 def test_replace_derives_the_derived_sizes_again():
     """replace() recomputes n_kv_heads, head_dim and d_ff when they hold their default value, and keeps the others;
     a config that went through to_dict/from_dict (as a checkpoint does) behaves the same."""
+    assert (CFG.head_dim, CFG.d_ff, CFG.n_kv_heads) == (CFG.d_model // CFG.n_heads, 4 * CFG.d_model, CFG.n_heads)
     wider = CFG.replace(d_model=16)
-    assert (wider.head_dim, wider.d_ff, wider.n_kv_heads) == (8, 64, 2)
-    assert wider == Config(name="test-bad", vocab_size=10, n_ctx=6, d_model=16, n_layers=1, n_heads=2)
+    assert (wider.head_dim, wider.d_ff, wider.n_kv_heads) == (16 // CFG.n_heads, 64, CFG.n_heads)
+    assert wider == Config(name=CFG.name, vocab_size=CFG.vocab_size, n_ctx=CFG.n_ctx, d_model=16,
+                           n_layers=CFG.n_layers, n_heads=CFG.n_heads)
     llama = Config.preset("llama-2-7b").replace(n_heads=64)
     assert (llama.n_kv_heads, llama.head_dim, llama.d_ff) == (64, 64, 11008)   # d_ff was given: kept
     assert Config.preset("llama-2-70b").replace(n_layers=2).n_kv_heads == 8     # given: kept
@@ -260,8 +269,14 @@ def test_adamw_rejects_bad_hyper_parameters(model, case):
 
 @pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(lr=1), dict(betas=[0.0, 0.0]), dict(weight_decay=0),
                                     dict(eps=1e-30), dict(betas=(0.5, 0.5), lr=10.0, weight_decay=0.05)])
-def test_adamw_accepts_edge_hyper_parameters(model, kwargs):
-    AdamW(model, **kwargs)
+def test_adamw_accepts_edge_hyper_parameters(kwargs):
+    model = Transformer(CFG, dtype="float64")                  # its own: the step below changes the parameters
+    opt = AdamW(model, **kwargs)
+    state = opt.state_dict()
+    for name, value in kwargs.items():                         # kept as given, not clipped or replaced
+        assert state[name] == (list(value) if name == "betas" else value), name
+    opt.step(np.ones_like(model.flat))
+    assert opt.t == 1 and np.all(np.isfinite(model.flat))
 
 
 def _bad_grads(model):

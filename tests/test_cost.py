@@ -20,11 +20,12 @@ def test_cost_per_million_tokens_by_hand():
     assert cost.cost_per_million_tokens(2.50, 1000) == pytest.approx(2.5 / 3.6, rel=EXACT)
     # At 50% utilization every busy second carries one idle second: twice the price.
     assert cost.cost_per_million_tokens(2.50, 1000, utilization=0.5) == pytest.approx(2 * 2.5 / 3.6, rel=EXACT)
-    # At 10% utilization, 10x (FORMULAS §8: "At 10% utilization, $/token rises 10x").
+    # At 10% utilization, 10x (docs/formulas.md, "Cost": "At 10% utilization, $/token rises 10x").
     assert cost.cost_per_million_tokens(2.50, 1000, 0.1) == pytest.approx(10 * 2.5 / 3.6, rel=EXACT)
 
 
-# FORMULAS §8: Llama-3-8B on one H100 at an illustrative $2.50/h; tokens/s per batch and $/M tokens as printed.
+# docs/formulas.md, "Cost": Llama-3-8B on one H100 at an illustrative $2.50/h; tokens/s per batch and $/M tokens
+# as printed.
 @pytest.mark.parametrize("tokens_per_s, printed", [(205, 3.39), (1472, 0.47), (4349, 0.16), (6450, 0.11),
                                                    (8505, 0.08)])
 def test_reference_table_of_cost_by_batch(tokens_per_s, printed):

@@ -1,4 +1,4 @@
-"""Counts from execution equal `minitx.accounting.formulas`, exactly, for drawn configurations (STYLE P10, P13).
+"""Counts from execution equal `minitx.accounting.formulas`, exactly, for drawn configurations.
 
 The model's ops record their cost from the arrays they are handed; `minitx.accounting.formulas` derives it from the
 Config and (B, T) alone. Here both run for hypothesis-drawn tiny models (GPT-2 and Llama families, and every

@@ -1,4 +1,4 @@
-"""The KV-cached decoder (STYLE P12): proved against the recompute decoder, Hugging Face, and the formulas.
+"""The KV-cached decoder, proved against the recompute decoder, Hugging Face, and the formulas.
 
 * Cached vs recompute: at every step the cached logits equal the full-forward logits at that position (to the
   dtype's rounding) and greedy tokens are identical; GPT-2 and Llama (GQA, MQA) families, B = 1 and ragged B > 1,
@@ -28,21 +28,21 @@ from minitx import Config, KVCache, Transformer, count, generate
 from minitx.accounting.counting import phase
 from minitx.core.batch import ragged
 from minitx.core.generate import Sampler, generate_recompute, stream
-from strategies import configs
+from strategies import TINY, configs
 
 from minitx import formulas
 from minitx.io import hf
 from reference_ops import assert_close
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GPT2 = Config(name="dec-gpt2", vocab_size=37, n_ctx=24, d_model=16, n_layers=2, n_heads=4)
-LLAMA = Config(name="dec-llama", vocab_size=41, n_ctx=24, d_model=16, n_layers=2, n_heads=4, n_kv_heads=2,
-               head_dim=6, d_ff=24, norm="rmsnorm", mlp="gated", activation="silu", position="rope", bias=False,
-               tie_embeddings=False)
-GEMMA = LLAMA.replace(name="dec-gemma", n_kv_heads=1, head_dim=8, activation="gelu_tanh", tie_embeddings=True,
-                      embed_scale=True, norm_unit_offset=True)
-FAMILIES = {"gpt2": GPT2, "llama-gqa": LLAMA, "gemma-mqa": GEMMA}
+# The shared tiny configs (GPT-2 MHA tied, Llama GQA untied, Gemma MQA tied) with a longer context: the tests
+# below decode up to 12 new tokens after a 7-token prompt, so they need n_ctx ≥ 19.
+FAMILIES = {family: cfg.replace(n_ctx=24) for family, cfg in TINY.items()}
+GPT2, LLAMA, GEMMA = FAMILIES["gpt2"], FAMILIES["llama-gqa"], FAMILIES["gemma-mqa"]
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7], [2]]     # ragged on purpose
+# The CLI's bytes tokenizer has one id per byte, so its model needs vocab_size 256 exactly; n_ctx 32 leaves room for
+# the two-byte prompts plus --max-new-tokens (2 + 31 > 32 is the refused case below). Other sizes do not matter.
+BYTES = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
 
 
 
@@ -107,8 +107,9 @@ def test_kvcache_layout_and_nbytes():
     assert all(a.shape == (3, KV, 10, HS) and a.dtype == np.float64 and not a.any() for a in cache.k + cache.v)
     assert cache.lengths.dtype == np.int64 and cache.lengths.tolist() == [0, 0, 0]
     assert cache.nbytes == 2 * L * KV * HS * 10 * 3 * 8
-    assert KVCache(GPT2, 1, GPT2.n_ctx).nbytes == 2 * 2 * 4 * 4 * 24 * 1 * 4          # float32 by default
     assert cache.nbytes == formulas.kv_cache_bytes(LLAMA, 3, 10, "float64")
+    g = GPT2                                                                            # float32 by default
+    assert KVCache(g, 1, g.n_ctx).nbytes == 2 * g.n_layers * g.n_kv_heads * g.head_dim * g.n_ctx * 1 * 4
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [
@@ -116,7 +117,7 @@ def test_kvcache_layout_and_nbytes():
     (dict(batch=True, max_len=4), ValueError, "batch"),
     (dict(batch=2.0, max_len=4), ValueError, "batch"),
     (dict(batch=1, max_len=0), ValueError, "max_len"),
-    (dict(batch=1, max_len=25), ValueError, "n_ctx"),
+    (dict(batch=1, max_len=GPT2.n_ctx + 1), ValueError, "n_ctx"),
     (dict(batch=1, max_len=4, dtype="float16"), ValueError, "dtype"),
     (dict(batch=1, max_len=4, dtype="nonsense"), ValueError, "dtype"),
 ])
@@ -376,14 +377,14 @@ def test_stream_and_on_token_yield_tokens_as_they_come():
     (dict(temperature=1.0, top_p=0.0), ValueError, "top_p"),
     (dict(temperature=1.0, top_p=1.5), ValueError, "top_p"),
     (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
-    (dict(max_new_tokens=23), ValueError, "n_ctx"),             # 2 + 23 > 24
+    (dict(max_new_tokens=GPT2.n_ctx - 1), ValueError, "n_ctx"),  # a 2-token prompt + n_ctx - 1 > n_ctx
     (dict(prompts=[[1, 2], []]), ValueError, "prompt 1 is empty"),
     (dict(prompts=[]), ValueError, "prompts"),
-    (dict(prompts=[[1, 99]]), ValueError, "prompt 0"),
+    (dict(prompts=[[1, GPT2.vocab_size]]), ValueError, "prompt 0"),
     (dict(prompts=[[1.5, 2]]), TypeError, "prompt 0"),
     (dict(prompts=[[[1, 2]]]), ValueError, "1-D"),
     (dict(prompts="hello"), TypeError, "prompts"),
-    (dict(stop_tokens=[99]), ValueError, "stop_tokens"),
+    (dict(stop_tokens=[GPT2.vocab_size]), ValueError, "stop_tokens"),
     (dict(seed=-3), ValueError, "seed"),
 ])
 def test_generate_rejects_bad_input(kwargs, exc, words):
@@ -411,7 +412,7 @@ def test_prefill_and_decode_reject_bad_input():
     with pytest.raises(ValueError, match="non-empty"):
         model.prefill(np.zeros((2, 0), dtype=np.int64), cache)
     with pytest.raises(ValueError, match="outside"):
-        model.prefill([[1, 2], [3, 37]], cache)
+        model.prefill([[1, 2], [3, GPT2.vocab_size]], cache)
     with pytest.raises(ValueError, match="max_len"):
         model.prefill(np.ones((2, 7), dtype=np.int64), cache)
     for bad in ([0, 2], [1, 3], [1]):
@@ -461,8 +462,7 @@ def test_prefill_and_decode_reject_bad_input():
 def test_cli_generate_streams_text(monkeypatch, capsys):
     from minitx import cli
     from minitx.io import checkpoint
-    cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
-    model = random_model(cfg, "float32")
+    model = random_model(BYTES, "float32")
     monkeypatch.setattr(checkpoint, "load_model", lambda path: (model, None, {"tokenizer": "bytes"}), raising=False)
     assert cli.main(["generate", "--checkpoint", "x.ckpt", "--prompt", "hi", "--max-new-tokens", "5",
                      "--temperature", "0"]) == 0
@@ -482,8 +482,7 @@ def test_cli_generate_streams_text(monkeypatch, capsys):
 def test_cli_generate_from_a_saved_checkpoint(tmp_path, capsys):
     from minitx import cli
     from minitx.io import checkpoint
-    cfg = Config(name="bytes", vocab_size=256, n_ctx=32, d_model=16, n_layers=1, n_heads=2)
-    model = random_model(cfg, "float32")
+    model = random_model(BYTES, "float32")
     path = str(tmp_path / "m.ckpt")
     checkpoint.save_model(path, model)
     argv = ["generate", "--checkpoint", path, "--prompt", "ab", "--max-new-tokens", "8", "--seed", "3"]

@@ -1,7 +1,8 @@
-"""`minitx.accounting.formulas` against published numbers and the literature's worked examples (FORMULAS.md), with no model.
+"""`minitx.accounting.formulas` against published numbers and the literature's worked examples, with no model.
 
-Every figure below is quoted from its source (cited beside it), or re-derived by hand in the comment where
-FORMULAS.md marks it [derived]. The comparison with execution is in test_counting.py; here the closed forms
+The formulas and their sources are collected in docs/formulas.md. Every figure below is quoted from its source
+(cited beside it), or, where no source prints it and docs/formulas.md derives it, re-derived by hand in the
+comment. The comparison with execution is in test_counting.py; here the closed forms
 must reproduce what the papers, model cards and reference notebooks print, to the parameter and the FLOP.
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def test_published_parameter_totals(preset, total):
 
 
 def test_gpt2_small_breakdown_by_hand():
-    # FORMULAS.md §2.1: P = V·d + T·d + L·(12d² + 13d) + 2d; wte 38,597,376 and wpe 786,432 (§2.2)
+    # docs/formulas.md, "Parameters": P = V·d + T·d + L·(12d² + 13d) + 2d; wte 38,597,376 and wpe 786,432
+    # ("Published parameter counts")
     V, T, d, L = 50257, 1024, 768, 12
     assert formulas.num_params(P("gpt2")) == V * d + T * d + L * (12 * d * d + 13 * d) + 2 * d
     parts = formulas.param_breakdown(P("gpt2"))
@@ -88,7 +90,8 @@ def test_matmul_params():
 # ---- KV cache ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("preset, per_token", [
-    # FORMULAS.md §2.3 [derived] 2·L·KV·HS·2 bytes; Llama-2-7B's 0.5 MiB is Baseten's and NVIDIA's figure
+    # docs/formulas.md, "KV cache" (derived there): 2·L·KV·HS·2 bytes; Llama-2-7B's 0.5 MiB is Baseten's and
+    # NVIDIA's figure
     ("llama-2-7b", 524_288), ("llama-3-8b", 131_072), ("gemma-2b", 18_432), ("gpt2", 36_864),
     ("gemma-7b", 458_752), ("mistral-7b", 131_072),
 ])
@@ -129,7 +132,8 @@ def test_kipply_12Ld2():
 
 
 def test_12Ld2_is_wrong_for_gemma():
-    # FORMULAS.md §2.2: 12·L·d² + V·d gives 1.43B for Gemma 2B (gated d_ff = 8d and MQA), not 2.51B
+    # docs/formulas.md, "Published parameter counts": 12·L·d² + V·d gives 1.43B for Gemma 2B (gated d_ff = 8d and
+    # MQA), not 2.51B
     approx = formulas.approx_params_12Ld2(P("gemma-2b"), embedding=True)
     assert approx == 12 * 18 * 2048 ** 2 + 256_000 * 2048 == 1_430_257_664
     assert round(approx / 1e9, 2) == 1.43
@@ -139,7 +143,7 @@ def test_12Ld2_is_wrong_for_gemma():
 
 
 def test_mfu_numerators_nanogpt_vs_llmc():
-    # FORMULAS.md §3.2: GPT-2 small at T = 1024, per token. nanoGPT estimate_mfu: 6N + 12·L·H·Q·T with
+    # docs/formulas.md, "FLOPs": GPT-2 small at T = 1024, per token. nanoGPT estimate_mfu: 6N + 12·L·H·Q·T with
     # N = params − wpe; llm.c gpt2_estimate_mfu: 6N + 6·L·C·T with N = all params.
     cfg = P("gpt2")
     n_nanogpt = formulas.num_params(cfg) - cfg.n_ctx * cfg.d_model
@@ -214,7 +218,8 @@ def test_6P_and_2P():
 def test_training_bytes_per_parameter_recipes():
     cfg = P("llama-2-7b")
     n = 6_738_415_616
-    # FORMULAS.md §4.3 [derived]: 16 B/param → 107.8 GB, 18 B/param → 121.3 GB, bf16 W + G + 2 Adam → 53.9 GB
+    # docs/formulas.md, "Training memory" (derived there): 16 B/param → 107.8 GB, 18 B/param → 121.3 GB,
+    # bf16 W + G + 2 Adam → 53.9 GB
     assert formulas.mixed_precision_training_bytes(cfg) == 16 * n == 107_814_649_856
     assert formulas.mixed_precision_training_bytes(cfg, "hf") == 18 * n == 121_291_481_088
     assert formulas.mixed_precision_training_bytes(cfg, "checkpoint") == 12 * n
@@ -229,7 +234,7 @@ def test_training_bytes_per_parameter_recipes():
 @pytest.mark.parametrize("preset, gb", [("llama-2-7b", 13.48), ("llama-3-8b", 16.06), ("mistral-7b", 14.48),
                                         ("gemma-2b", 5.01)])
 def test_bf16_weight_bytes(preset, gb):
-    # FORMULAS.md §4.1 [derived]
+    # docs/formulas.md, "Inference memory" (derived there): 2 bytes per parameter, in GB of 1e9 bytes
     assert round(formulas.param_bytes(P(preset), "bfloat16") / 1e9, 2) == gb
 
 

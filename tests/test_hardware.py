@@ -16,7 +16,7 @@ from minitx.serving.hardware import GB, TB, TFLOPS, Hardware
 
 # (preset, dtype, published ridge in FLOP/byte, half a unit of its last printed digit, who published it)
 PUBLISHED_RIDGES = [
-    ("h100-sxm", "bf16", 295, 0.5),     # 989.4e12 / 3.35e12, FORMULAS §7
+    ("h100-sxm", "bf16", 295, 0.5),     # 989.4e12 / 3.35e12, docs/formulas.md, "Hardware"
     ("a100-80gb", "bf16", 153, 0.5),    # 312e12 / 2039e9
     ("a100-40gb", "bf16", 201, 0.5),    # 312e12 / 1555e9
     ("a100-80gb-pcie", "bf16", 161, 0.5),

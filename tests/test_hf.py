@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import configs
+from strategies import TINY_GEMMA, TINY_GPT2, TINY_LLAMA, configs
 
 from minitx import Config, Transformer
 from minitx.io.hf import export_hf, load_hf, name_map
@@ -46,12 +46,6 @@ def hf_configs(draw):
     if cfg.position == "learned":
         return cfg.replace(tie_embeddings=draw(st.booleans()))
     return cfg.replace(norm_unit_offset=cfg.embed_scale)  # Gemma has both switches or neither
-
-
-TINY_LLAMA = Config(name="t", vocab_size=11, n_ctx=8, d_model=8, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=6,
-                    d_ff=10, norm="rmsnorm", mlp="gated", activation="silu", position="rope", bias=False,
-                    tie_embeddings=False)
-TINY_GPT2 = Config(name="t", vocab_size=11, n_ctx=8, d_model=8, n_layers=2, n_heads=2)
 
 
 # ---- round trips ------------------------------------------------------------------------------------------------
@@ -96,7 +90,7 @@ def test_llama_layout_by_hand():
     """q|k|v and gate|up sit side by side along minitx's output axis; HF's nn.Linear stores each transposed."""
     model = random_model(TINY_LLAMA)
     P, hf, c = model.params, export_hf(model), TINY_LLAMA
-    qkv = P["layers.1.attn.qkv.w"]                                   # (C, (NH + 2KV)·HS) = (8, 24 + 2·12)
+    qkv = P["layers.1.attn.qkv.w"]                                   # (C, (NH + 2KV)·HS)
     q, k, v = np.split(qkv, [c.q_dim, c.q_dim + c.kv_dim], axis=1)
     assert np.array_equal(hf["model.layers.1.self_attn.q_proj.weight"], q.T)
     assert np.array_equal(hf["model.layers.1.self_attn.k_proj.weight"], k.T)
@@ -135,7 +129,8 @@ def test_export_refuses_tensors_keyed_unlike_the_parameters():
     tensors.pop("wpe")
     tensors["extra"] = np.zeros(3)
     tensors["ln_f.w"] = np.zeros(5)
-    with pytest.raises(ValueError, match=r"missing \['wpe'\].*unknown \['extra'\].*ln_f\.w: expected \(8,\)"):
+    with pytest.raises(ValueError, match=rf"missing \['wpe'\].*unknown \['extra'\].*ln_f\.w: expected "
+                                         rf"\({TINY_GPT2.d_model},\)"):
         export_hf(model, tensors)
 
 
@@ -151,14 +146,21 @@ def test_base_model_checkpoints_without_prefix_load():
 
 
 def test_buffers_are_ignored():
-    state = export_hf(random_model(TINY_GPT2))
-    state |= {"transformer.h.0.attn.bias": np.tril(np.ones((1, 1, 8, 8), bool)),
+    """GPT-2's attn.bias / attn.masked_bias and Llama's rotary_emb.inv_freq are buffers, not weights: the model
+    loads the same weights as without them, and a wrong inv_freq does not reach the RoPE tables."""
+    T = TINY_GPT2.n_ctx
+    gpt2 = random_model(TINY_GPT2)
+    state = export_hf(gpt2)
+    state |= {"transformer.h.0.attn.bias": np.tril(np.ones((1, 1, T, T), bool)),
               "transformer.h.0.attn.masked_bias": np.array(-1e4, np.float32),
-              "h.1.attn.bias": np.ones((1, 1, 8, 8))}
-    load_hf(TINY_GPT2, state)
-    state = export_hf(random_model(TINY_LLAMA))
-    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.ones(3, np.float32)
-    load_hf(TINY_LLAMA, state)
+              "h.1.attn.bias": np.ones((1, 1, T, T))}
+    assert np.array_equal(load_hf(TINY_GPT2, state).flat, gpt2.flat)
+    llama = random_model(TINY_LLAMA)
+    state = export_hf(llama)
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.ones(TINY_LLAMA.head_dim // 2, np.float32)
+    loaded = load_hf(TINY_LLAMA, state)
+    assert np.array_equal(loaded.flat, llama.flat)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.rope, llama.rope))   # from rope_theta, not the buffer
 
 
 @pytest.mark.parametrize("name", ["gpt2_tiny", "gemma_tiny"])
@@ -180,17 +182,18 @@ def test_untied_head_is_required():
 
 
 def test_every_problem_is_listed_in_one_error():
+    C, Q, L = TINY_LLAMA.d_model, TINY_LLAMA.q_dim, TINY_LLAMA.n_layers
     state = export_hf(random_model(TINY_LLAMA))
     del state["model.layers.1.mlp.up_proj.weight"], state["model.norm.weight"]
-    state["model.layers.0.self_attn.q_proj.weight"] = np.zeros((8, 24), np.float32)   # transposed: (24, 8) wanted
-    state["model.layers.2.input_layernorm.weight"] = np.zeros(8, np.float32)         # a third layer
-    state["model.layers.0.self_attn.q_proj.bias"] = np.zeros(24, np.float32)         # minitx's Llama has no biases
+    state["model.layers.0.self_attn.q_proj.weight"] = np.zeros((C, Q), np.float32)   # transposed: (Q, C) wanted
+    state[f"model.layers.{L}.input_layernorm.weight"] = np.zeros(C, np.float32)      # one layer too many
+    state["model.layers.0.self_attn.q_proj.bias"] = np.zeros(Q, np.float32)          # minitx's Llama has no biases
     with pytest.raises(ValueError) as err:
         load_hf(TINY_LLAMA, state)
     message = str(err.value)
     for expected in ("missing 2", "model.layers.1.mlp.up_proj.weight", "model.norm.weight",
-                     "unknown 2", "model.layers.2.input_layernorm.weight", "model.layers.0.self_attn.q_proj.bias",
-                     "misshapen 1", "model.layers.0.self_attn.q_proj.weight: expected (24, 8), got (8, 24)"):
+                     "unknown 2", f"model.layers.{L}.input_layernorm.weight", "model.layers.0.self_attn.q_proj.bias",
+                     "misshapen 1", f"model.layers.0.self_attn.q_proj.weight: expected ({Q}, {C}), got ({C}, {Q})"):
         assert expected in message
 
 
@@ -220,8 +223,8 @@ def test_float64_weights_that_overflow_float32_are_named():
 
 def test_integer_weights_are_refused_by_name():
     state = export_hf(random_model(TINY_GPT2))
-    state["transformer.h.0.mlp.c_fc.bias"] = np.zeros(32, np.int64)
-    state["transformer.wpe.weight"] = np.zeros((8, 8), bool)
+    state["transformer.h.0.mlp.c_fc.bias"] = np.zeros(state["transformer.h.0.mlp.c_fc.bias"].shape, np.int64)
+    state["transformer.wpe.weight"] = np.zeros(state["transformer.wpe.weight"].shape, bool)
     with pytest.raises(TypeError, match="floating point") as err:
         load_hf(TINY_GPT2, state)
     assert "transformer.h.0.mlp.c_fc.bias (int64)" in str(err.value)
@@ -378,8 +381,7 @@ def test_gpt2_variants_minitx_cannot_run(unsupported):
 def test_hf_config_model_types():
     assert hf_config(TINY_GPT2)["model_type"] == "gpt2"
     assert hf_config(TINY_LLAMA)["model_type"] == "llama"
-    gemma = TINY_LLAMA.replace(embed_scale=True, norm_unit_offset=True, activation="gelu_tanh")
-    assert hf_config(gemma)["model_type"] == "gemma"
+    assert hf_config(TINY_GEMMA)["model_type"] == "gemma"
     for preset in ("gpt2", "llama-3-8b", "mistral-7b", "gemma-2b"):
         cfg = Config.preset(preset)
         assert Config.from_hf(hf_config(cfg)) == cfg

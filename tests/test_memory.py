@@ -11,10 +11,12 @@ from minitx.accounting.memory import (MemoryReport, largest_activation, measure_
                            report, saved_arrays)
 
 from minitx import formulas
+from strategies import TINY_GEMMA
 
-GEMMA_TINY = Config(name="tiny-gemma", vocab_size=64, n_ctx=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1,
-                    head_dim=16, d_ff=64, norm="rmsnorm", mlp="gated", activation="gelu_tanh", position="rope",
-                    bias=False, tie_embeddings=True, embed_scale=True, norm_unit_offset=True)
+# The tiny presets (GPT-2 MHA tied; Llama GQA untied, head_dim ≠ d_model / n_heads), the shared tiny Gemma (MQA,
+# embed_scale, (1 + w), tied) and an untied GPT-2. The Gemma gets the presets' context of 32 so that every shape
+# below (up to T = 32) fits all four; no other size matters to these tests.
+GEMMA_TINY = TINY_GEMMA.replace(n_ctx=32)
 CONFIGS = [Config.preset("tiny-gpt2"), Config.preset("tiny-llama"), GEMMA_TINY,
            Config.preset("tiny-gpt2").replace(tie_embeddings=False, name="tiny-gpt2-untied")]
 
@@ -93,6 +95,10 @@ def test_largest_activation_matches_formula():
             assert largest_activation(model, _tokens(cfg, B, T)) == max(activation_sizes(cfg, B, T).values())
 
 
+# Deep and narrow on purpose, since the factors asserted below depend on these sizes: 12 layers (against the 2 of
+# DEEP.replace(n_layers=2)) so that training's saved activations, which grow with depth, exceed inference's peak,
+# which does not, by more than 8x (4 layers give about 4.5x); and a vocabulary of only 64 so that the logits, held
+# once whatever the depth, do not swamp the per-layer arrays (at vocab_size 1024 deep/shallow saved falls below 4x).
 DEEP = Config(name="deep-narrow", vocab_size=64, n_ctx=64, d_model=32, n_layers=12, n_heads=4)
 
 

@@ -1,4 +1,4 @@
-"""The whole Transformer (STYLE P8 levels 2 and 3, P13): gradients, causality, determinism, memory layout.
+"""The whole Transformer, checked as a whole on fixed and drawn configs: gradients, causality, determinism, layout.
 
 * Gradient check in float64 for both families (and free combinations of switches): central differences of the
   loss on a sample of entries of **every** parameter tensor, after moving every parameter away from its
@@ -22,15 +22,9 @@ import reference_ops as ref
 from minitx import AdamW, Config, Transformer
 from minitx.core.ops.loss import cross_entropy_forward
 from reference_ops import H, assert_close, assert_fd_close
-from strategies import config_and_shape, configs
+from strategies import TINY, TINY_GEMMA as GEMMA, TINY_GPT2 as GPT2, TINY_LLAMA as LLAMA, config_and_shape, configs
 
-GPT2 = Config(name="test-gpt2", vocab_size=11, n_ctx=8, d_model=8, n_layers=2, n_heads=2)
-LLAMA = Config(name="test-llama", vocab_size=13, n_ctx=8, d_model=8, n_layers=2, n_heads=4, n_kv_heads=2,
-               head_dim=6, d_ff=12, norm="rmsnorm", mlp="gated", activation="silu", position="rope", bias=False,
-               tie_embeddings=False)
-GEMMA = LLAMA.replace(name="test-gemma", n_kv_heads=1, head_dim=4, activation="gelu_tanh", tie_embeddings=True,
-                      embed_scale=True, norm_unit_offset=True)
-FIXED = {"gpt2": GPT2, "llama-gqa": LLAMA, "gemma-mqa": GEMMA}
+FIXED = TINY                                                    # GPT-2 MHA tied, Llama GQA untied, Gemma MQA tied
 
 
 def perturbed_model(cfg: Config, seed: int = 0, dtype: str = "float64", std: float = 0.3) -> Transformer:

@@ -1,4 +1,4 @@
-"""Every op pair in minitx/ops against the plain references in tests/reference_ops.py (STYLE P7, P8, P9).
+"""Every op pair in minitx/ops against the plain references in tests/reference_ops.py.
 
 For each op:
   * forward  == reference forward, in float32 and float64, within the tolerance rule of `assert_close`;

@@ -15,12 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_ops as ref
-from minitx import AdamW, Config, Transformer
+from minitx import AdamW, Transformer
 from reference_ops import assert_close
-from strategies import configs
+from strategies import TINY_LLAMA, configs
 
-CFG = Config(name="test-optim", vocab_size=9, n_ctx=6, d_model=8, n_layers=1, n_heads=2, n_kv_heads=1,
-             norm="rmsnorm", mlp="gated", activation="silu", position="rope", bias=False, tie_embeddings=False)
+CFG = TINY_LLAMA                  # AdamW sees only the flat parameter vector: any config will do (drawn ones below)
 HYPER = dict(lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)
 
 

@@ -1,7 +1,8 @@
 """The roofline model, checked against hand arithmetic written out with the published figures.
 
-Hand arithmetic uses literals (parameter counts from FORMULAS.md §2.2, H100 SXM 989.4e12 FLOP/s bf16 and
-3.35e12 B/s), so a change in a preset or a formula shows up here rather than cancelling out.
+Hand arithmetic uses literals (parameter counts from docs/formulas.md, "Published parameter counts"; H100 SXM
+989.4e12 FLOP/s bf16 and 3.35e12 B/s), so a change in a preset or a formula shows up here rather than cancelling
+out.
 """
 import math
 import sys
@@ -69,7 +70,8 @@ def test_decode_floor_tied_embedding_is_read_in_full_either_way():
 
 @pytest.mark.parametrize("batch, context", [(1, 4096), (8, 2048), (32, 1000)])
 def test_kv_cache_adds_batch_times_kv_bytes_over_bandwidth(llama2, batch, context):
-    # Llama-2-7B: 2 (K, V) x 32 layers x 32 heads x 128 x 2 bytes = 524,288 bytes per token (FORMULAS §2.3)
+    # Llama-2-7B: 2 (K, V) x 32 layers x 32 heads x 128 x 2 bytes = 524,288 bytes per token
+    # (docs/formulas.md, "KV cache")
     short = serving.decode_floor(llama2, "h100", "bf16", batch=batch, context=0)
     long = serving.decode_floor(llama2, "h100", "bf16", batch=batch, context=context)
     assert long.kv_bytes == batch * context * 524_288 == formulas.kv_cache_bytes(llama2, batch, context, "bf16")
@@ -88,7 +90,8 @@ def test_op_by_op_decode_reads_the_whole_kv_cache(llama3):
 
 
 def test_scaling_book_step_formula_reproduces_the_cost_table(llama3):
-    # FORMULAS §8: step = B·KV/BW + max(W/BW, 2·B·P/peak) at 2k context -> tokens/s 205, 1472, 4349, 6450, 8505
+    # docs/formulas.md, "Serving: latency and batching": step = B·KV/BW + max(W/BW, 2·B·P/peak) at 2k context
+    # -> tokens/s 205, 1472, 4349, 6450, 8505
     for B, printed in [(1, 205), (8, 1472), (32, 4349), (64, 6450), (128, 8505)]:
         floor = serving.decode_floor(llama3, "h100", "bf16", batch=B, context=2048)
         by_hand = B / (B * 2048 * 131_072 / H100_BW + max(LLAMA3_8B_P * 2 / H100_BW, 2 * B * LLAMA3_8B_P / H100_BF16))
@@ -211,7 +214,8 @@ def test_critical_batch_in_other_dtypes(llama3):
 
 
 def test_max_batch_is_consistent_with_the_memory_formula(llama3, llama2):
-    # FORMULAS §8: 16.06 GB of weights + B·2048·131,072 bytes; B = 256 needs 84.8 GB > 80 GB
+    # docs/formulas.md, "Serving: latency and batching": 16.06 GB of weights + B·2048·131,072 bytes; B = 256
+    # needs 84.8 GB > 80 GB
     assert serving.memory_needed(llama3, "bf16", 256, 2048) == LLAMA3_8B_P * 2 + 256 * 2048 * 131_072
     assert round(serving.memory_needed(llama3, "bf16", 256, 2048) / 1e9, 1) == 84.8
     most = serving.max_batch(llama3, "h100", "bf16", 2048)

@@ -55,7 +55,7 @@ def test_hw_measure(capsys, monkeypatch):
 
 # ---- minitx roofline -------------------------------------------------------------------------------------------
 
-def test_roofline_reproduces_the_acceptance_numbers(capsys):
+def test_roofline_reproduces_the_hand_computed_llama3_on_h100_numbers(capsys):
     data = run_json(capsys, "roofline", "llama-3-8b", "--hw", "h100", "--batch", "1,8,64", "--prompt", "1000",
                     "--gen", "200", "--dtype", "bf16")
     floor = data["decode_floor_b1"]
@@ -129,7 +129,7 @@ def test_cost_worked_example_with_given_throughput(capsys):
 
 
 def test_cost_classic_step_model_by_hand(capsys):
-    # FORMULAS §8: Llama-3-8B, H100, batch 8 at 2,048 tokens of context, $2.50/h -> $0.47 per M output tokens.
+    # docs/formulas.md, "Cost": Llama-3-8B, H100, batch 8 at 2,048 tokens of context, $2.50/h -> $0.47 per M output tokens.
     # One decode step (gen=2) at 2,048 cached tokens: 8·2048·131,072/BW + max(W/BW, 2·8·P/peak).
     data = run_json(capsys, "cost", "llama-3-8b", "--hw", "h100", "--gpu-price", "2.5", "--api-price-in", "0.5",
                     "--api-price-out", "1.5", "--batch", "8", "--prompt", "2048", "--gen", "2", "--step", "classic")

@@ -2,10 +2,10 @@
 Python loop over `Tally` numbers, which count every +, -, *, /, unary -, comparison, exp, log, sqrt and tanh done
 on them, and assert the tally equals the FLOPs the real op recorded under `minitx.count()` for the same shapes.
 
-This is the independent check STYLE P10 asks for (GPU-Puzzles' proxy tracing): the constants were written by
-reading the Numba kernels; here the loops are executed and the operations are counted, not read. Each loop also
-computes the op's values, and they must equal the real op's output, so the tally is of a loop that really computes
-the op and not of something that only looks like it.
+A count is trusted only once a second, independent method agrees with it, and this is that method (proxy tracing,
+as in GPU-Puzzles): the constants were written by reading the Numba kernels; here the loops are executed and the
+operations are counted, not read. Each loop also computes the op's values, and they must equal the real op's
+output, so the tally is of a loop that really computes the op and not of something that only looks like it.
 
 Counting rules (the conventions' own): constants (Python floats, e.g. 2·k of GELU) are free, and so is scalar
 work done once per op call (Adam's bias corrections, the 1/N of a mean: done on plain floats below); a reduction
@@ -22,6 +22,7 @@ import pytest
 import minitx
 from minitx import conventions as cv
 import reference_ops as ref
+from strategies import TINY_GPT2
 from minitx.core.ops.activations import GELU_C, GELU_K, activation_backward, activation_forward
 from minitx.core.ops.attention import (mix_forward, rope_tables, scores_forward, softmax_backward, softmax_forward,
                                   split_backward, split_forward)
@@ -644,8 +645,7 @@ def test_embedding(learned, scale):
 # ---- AdamW ---------------------------------------------------------------------------------------------------
 
 def test_adamw():
-    cfg = minitx.Config(vocab_size=3, n_ctx=2, d_model=4, n_layers=1, n_heads=1, d_ff=4)
-    model = minitx.Transformer(cfg, dtype="float64")
+    model = minitx.Transformer(TINY_GPT2, dtype="float64")   # AdamW sees only the flat vector: any config will do
     opt = minitx.AdamW(model, lr=0.1, weight_decay=0.01)
     P = model.flat.size
     g = rng.normal(size=P)

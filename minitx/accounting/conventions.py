@@ -28,7 +28,10 @@ Each op call is one kernel: it reads each operand once and writes each output on
 **unfused** implementation in which every op goes to memory and back. Bytes are array sizes × itemsize of what
 the op was handed, with two exceptions that follow what the code touches:
 * an embedding gather reads only the rows it selects (B·T rows of C), and its backward scatter-adds into them;
-* the decoder hands attention the slice of the KV cache in use, (B, KV, t, HS), not the whole preallocation.
+* attention reads, for each block of sequences (minitx.core.batch), the keys and values those sequences hold
+  up to the block's last position, (b, KV, S, HS), not the cache's whole preallocation; the index that says
+  where they live (the store's block table, the blocks' descriptors) is bookkeeping, not counted (positions
+  are: an op that reads them counts 8 bytes each).
 Not counted: argument checks that guard the kernels (token ids in range, AdamW's finite-gradient check), and
 Gemma's (C,) temporary 1 + w (its C adds are counted, its C-element write is not): validation and scalar-sized
 set-up, not the model's computation.

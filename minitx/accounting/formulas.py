@@ -85,8 +85,9 @@ def param_breakdown(cfg: Config) -> dict[str, int]:
 def num_params(cfg: Config) -> int:
     """Every stored parameter, each counted once (a tied head is wte itself, not a second copy).
 
-    GPT-2 family:  V·C + n_ctx·C + L·(12·C² + 13·C) + 2·C     (FORMULAS.md §2.1, 4× MLP, biases, LayerNorm)
+    GPT-2 family:  V·C + n_ctx·C + L·(12·C² + 13·C) + 2·C     (4× MLP, biases, LayerNorm)
     Llama family:  V·C·(1 or 2) + L·(C·(NH+2·KV)·HS + NH·HS·C + 3·C·F + 2·C) + C
+    (docs/formulas.md, "Parameters")
     """
     return param_breakdown(cfg)["total"]
 
@@ -121,7 +122,7 @@ def matmul_params(cfg: Config) -> int:
 _cost = make
 
 
-# ---- per-op formulas, one pair per op in minitx/ops, each reading the same shapes the op is handed ----------
+# ---- per-op formulas, one pair per op in minitx/core/ops, each reading the same shapes the op is handed -----
 # s is the itemsize. N is the number of rows an op sees.
 
 def _embed_fwd(cfg: Config, B: int, T: int, s: int) -> Record:
@@ -545,7 +546,8 @@ def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32") -> int:
 
 
 # ==============================================================================================================
-# The literature's approximations (FORMULAS.md §2–§4), each with its assumptions. Compare, don't count, with them.
+# The literature's approximations (docs/formulas.md, "Parameters", "FLOPs", "Training memory"), each with its
+# assumptions. Compare, don't count, with them.
 
 def approx_params_12Ld2(cfg: Config, embedding: bool = False) -> int:
     """kipply / Kaplan: 12·L·d² (+ V·d with embedding=True).

@@ -7,7 +7,7 @@ on a laptop. Two architecture families are covered, chosen by a handful of switc
     GPT-2    learned    LayerNorm  up -> GELU -> down   yes     tied
     Llama    RoPE       RMSNorm    gated (SwiGLU/GeGLU) no      tied or untied, GQA/MQA, free head_dim
 
-Dimension legend used across minitx (see `minitx/ops/__init__.py`):
+Dimension legend used across minitx (see `minitx/core/ops/__init__.py`; docs/notation.md maps it to the literature):
     B batch, T sequence, C d_model, V vocabulary, L layers, NH query heads, KV key/value heads,
     HS head size, F MLP hidden size, S cache length.
 """
@@ -195,6 +195,6 @@ PRESETS: dict[str, Config] = {c.name: c for c in [
     Config(name="small-gpt2", vocab_size=256, n_ctx=128, d_model=128, n_layers=4, n_heads=4),
     _llama("small-llama", vocab_size=256, n_ctx=128, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
            d_ff=352),
-    # The reference configuration of the benchmarks (issue acceptance criteria name these sizes).
+    # The reference configuration of the benchmarks (benchmarks/train_step.py compares it with PyTorch).
     Config(name="reference", vocab_size=512, n_ctx=256, d_model=256, n_layers=4, n_heads=4),
 ]}

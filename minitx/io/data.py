@@ -31,47 +31,22 @@ import sysconfig
 
 import numpy as np
 
+from .. import checks
+
 VOCAB_SIZE = 256  # one id per possible byte value
 
 # Stable, pure-Python stdlib modules (paths relative to the stdlib directory).
 # Kept sorted so the default corpus order is easy to reason about.
-CORPUS_FILES = (
-    "abc.py",
-    "bisect.py",
-    "calendar.py",
-    "collections/__init__.py",
-    "colorsys.py",
-    "contextlib.py",
-    "copy.py",
-    "dataclasses.py",
-    "fnmatch.py",
-    "fractions.py",
-    "functools.py",
-    "glob.py",
-    "graphlib.py",
-    "heapq.py",
-    "json/__init__.py",
-    "json/decoder.py",
-    "json/encoder.py",
-    "numbers.py",
-    "queue.py",
-    "random.py",
-    "shlex.py",
-    "statistics.py",
-    "string.py",
-    "textwrap.py",
-)
+CORPUS_FILES = ("abc.py", "bisect.py", "calendar.py", "collections/__init__.py", "colorsys.py", "contextlib.py",
+                "copy.py", "dataclasses.py", "fnmatch.py", "fractions.py", "functools.py", "glob.py", "graphlib.py",
+                "heapq.py", "json/__init__.py", "json/decoder.py", "json/encoder.py", "numbers.py", "queue.py",
+                "random.py", "shlex.py", "statistics.py", "string.py", "textwrap.py")
 
 # Used only when none of CORPUS_FILES can be read.
 _FALLBACK_MODULES = (
     "builtins", "collections", "functools", "itertools", "json", "math",
     "os", "random", "re", "statistics", "string", "textwrap",
 )
-
-
-def _is_int(value) -> bool:
-    # bool is a subclass of int, but batch=True is almost certainly a bug.
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class ByteTokenizer:
@@ -150,10 +125,8 @@ def load_corpus(max_bytes: int = 1_000_000, seed: int = 0) -> str:
     encoding is at most ``max_bytes`` long.  The same seed and Python
     installation always give the same text.
     """
-    if not _is_int(max_bytes) or max_bytes < 1:
-        raise ValueError(f"max_bytes must be an integer >= 1, got {max_bytes!r}")
-    if not _is_int(seed):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    checks.integer("max_bytes", max_bytes)
+    checks.integer("seed", seed, 0)
     order = [CORPUS_FILES[i] for i in np.random.default_rng(seed).permutation(len(CORPUS_FILES))]
     pieces = _read_stdlib_sources(order) or _read_module_docstrings()
     if not pieces:
@@ -175,8 +148,7 @@ def split(data: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.n
     data = np.asarray(data)
     if data.ndim != 1:
         raise ValueError(f"data must be 1-D, got shape {data.shape}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    checks.number("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
     n_val = int(round(len(data) * val_fraction))
     if n_val == 0 or n_val == len(data):
         raise ValueError(
@@ -196,10 +168,8 @@ def get_batch(data: np.ndarray, batch: int, seq: int,
     data = np.asarray(data)
     if data.ndim != 1 or not np.issubdtype(data.dtype, np.integer):
         raise ValueError(f"data must be a 1-D integer array, got {data.dtype} {data.shape}")
-    if not _is_int(batch) or batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-    if not _is_int(seq) or seq < 1:
-        raise ValueError(f"seq must be an integer >= 1, got {seq!r}")
+    checks.integer("batch", batch)
+    checks.integer("seq", seq)
     if seq + 1 > len(data):
         raise ValueError(f"data has {len(data)} tokens; seq={seq} needs at least {seq + 1}")
     if not isinstance(rng, np.random.Generator):

@@ -38,8 +38,8 @@ spaces instead of `-`, a leading "nvidia-" or "geforce-", and these aliases:
     "this-machine", "cpu"                 -> measure this machine (once per process)
 AWS's A10G is a different part from the A10 and deliberately not an alias.
 
-Sources: each preset names its own in `source`; every figure also appears in the project's reference notes
-(FORMULAS.md §7), which record where sources disagree.
+Sources: each preset names its own in `source`; every figure also appears in docs/formulas.md ("Hardware"),
+which records where sources disagree.
 """
 from __future__ import annotations
 

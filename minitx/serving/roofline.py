@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from .. import dtypes
-from ..accounting.ledger import Record
+from ..accounting.ledger import Ledger, Record
 from ..units import BYTE_UNITS, FLOP_UNITS, TIME_UNITS, finite_or_none, fixed, pick_unit, rate
 from .hardware import Hardware, get as get_hardware
 
@@ -44,47 +44,13 @@ COMPUTE, MEMORY = "compute", "memory"
 # Op by op
 
 @dataclass(frozen=True)
-class OpTime:
-    """One op on the roofline. Times in seconds; `bound` is whichever of the two terms is larger."""
-    name: str
-    op: str
-    phase: str
-    flops: int
-    bytes_read: int
-    bytes_written: int
-    t_compute: float     # flops / peak
-    t_memory: float      # bytes / bandwidth
-
-    @property
-    def bytes(self) -> int:
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def intensity(self) -> float:
-        """FLOPs per byte moved; inf for an op that moves nothing."""
-        return self.flops / self.bytes if self.bytes else math.inf
-
-    @property
-    def time(self) -> float:
-        return max(self.t_compute, self.t_memory)
-
-    @property
-    def bound(self) -> str:
-        return COMPUTE if self.t_compute > self.t_memory else MEMORY
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "bytes": self.bytes, "intensity": finite_or_none(self.intensity), "time": self.time,
-                "bound": self.bound}
-
-
-@dataclass(frozen=True)
 class Group:
-    """Totals of a group of ops (a phase, an op kind). `compute_share`: fraction of the predicted time spent in
-    compute-bound ops. `bound` of a group: "compute" when most of its time is compute-bound."""
+    """A group of ops on the roofline (one op, a phase, an op kind). Times in seconds. `compute_share`: fraction
+    of the predicted time spent in compute-bound ops; `bound`: "compute" when most of the time is."""
     key: str
     flops: int
     bytes: int
-    time: float
+    time: float          # Σ over the ops of max(t_compute, t_memory)
     t_compute: float     # Σ flops/peak over the group, whatever each op's bound
     t_memory: float      # Σ bytes/bandwidth
     compute_time: float  # Σ time of the compute-bound ops
@@ -92,6 +58,7 @@ class Group:
 
     @property
     def intensity(self) -> float:
+        """FLOPs per byte moved; inf for ops that move nothing."""
         return self.flops / self.bytes if self.bytes else math.inf
 
     @property
@@ -107,72 +74,68 @@ class Group:
                 "bound": self.bound}
 
 
-def _group(key: str, ops: Iterable[OpTime]) -> Group:
-    ops = list(ops)
-    return Group(key, sum(o.flops for o in ops), sum(o.bytes for o in ops), sum(o.time for o in ops),
-                 sum(o.t_compute for o in ops), sum(o.t_memory for o in ops),
-                 sum(o.time for o in ops if o.bound == COMPUTE), len(ops))
-
-
 @dataclass(frozen=True)
 class Roofline:
-    """Op costs placed on one chip's roofline: per-op times, and sums per phase and per op kind."""
+    """Op costs (a Ledger) placed on one chip's roofline: per-op times, and sums per phase, op kind or name."""
     hardware: Hardware
     dtype: str           # the hardware's dtype key whose peak is used ("bf16", "fp32", ...)
     peak: float          # FLOP/s
     bandwidth: float     # bytes/s
-    ops: tuple[OpTime, ...]
+    records: Ledger
 
     @property
     def ridge(self) -> float:
         return self.peak / self.bandwidth
 
+    def group(self, key: str, records) -> Group:
+        tc = [r.flops / self.peak for r in records]
+        tm = [r.bytes / self.bandwidth for r in records]
+        t = [max(c, m) for c, m in zip(tc, tm)]
+        return Group(key, sum(r.flops for r in records), sum(r.bytes for r in records), sum(t), sum(tc), sum(tm),
+                     sum(x for x, c, m in zip(t, tc, tm) if c > m), len(tc))
+
+    @property
+    def ops(self) -> tuple[Group, ...]:
+        """One Group per op call, in order."""
+        return tuple(self.group(r.name, [r]) for r in self.records)
+
+    def total(self) -> Group:
+        return self.group("total", self.records)
+
     @property
     def time(self) -> float:
         """Predicted seconds for all the ops: Σ max(flops/peak, bytes/bandwidth)."""
-        return sum(o.time for o in self.ops)
+        return self.total().time
 
     @property
     def flops(self) -> int:
-        return sum(o.flops for o in self.ops)
+        return self.records.flops
 
     @property
     def bytes(self) -> int:
-        return sum(o.bytes for o in self.ops)
+        return self.records.bytes
 
     @property
     def intensity(self) -> float:
-        return self.flops / self.bytes if self.bytes else math.inf
-
-    def total(self) -> Group:
-        return _group("total", self.ops)
+        return self.records.intensity
 
     def phases(self) -> dict[str, Group]:
         """{phase: Group} in order of first appearance."""
-        return self._by(lambda o: o.phase)
+        return self.by("phase")
 
     def by_op(self, phase: str | None = None) -> dict[str, Group]:
         """{op kind: Group} (matmul, attention, softmax, norm, ...), optionally within one phase."""
-        return self._by(lambda o: o.op, phase)
+        return self.by("op", phase)
 
-    def by_name(self, depth: int | None = None, phase: str | None = None) -> dict[str, Group]:
-        """{name: Group}; with depth, names cut to their first `depth` dotted parts."""
-        return self._by(lambda o: ".".join(o.name.split(".")[:depth]) if depth else o.name, phase)
-
-    def _by(self, key, phase: str | None = None) -> dict[str, Group]:
-        groups: dict[str, list[OpTime]] = {}
-        for o in self.ops:
-            if phase is None or o.phase == phase:
-                groups.setdefault(key(o), []).append(o)
-        return {k: _group(k, v) for k, v in groups.items()}
+    def by(self, key: str, phase: str | None = None, depth: int | None = None) -> dict[str, Group]:
+        """{phase, op kind or name: Group}, optionally within one phase (names cut to `depth` parts)."""
+        return {k: self.group(k, g) for k, g in self.records.filter(phase=phase).by(key, depth).items()}
 
     def table(self, key: str = "op", phase: str | None = None) -> str:
         """A text table per op kind ("op"), per "phase" or per "name", with units."""
-        groups = {"op": lambda: self.by_op(phase), "phase": self.phases,
-                  "name": lambda: self.by_name(phase=phase)}
-        if key not in groups:
+        if key not in ("op", "phase", "name"):
             raise ValueError(f"table(key={key!r}): key must be op, phase or name")
-        return group_table(list(groups[key]().values()) + [self.total()], key,
+        return group_table(list(self.by(key, phase).values()) + [self.total()], key,
                            f"{self.hardware.name}, {self.dtype}: peak {rate(self.peak)}, "
                            f"{fixed(self.bandwidth / 1e9, 1)} GB/s, ridge {self.ridge:,.1f} FLOP/B")
 
@@ -180,8 +143,7 @@ class Roofline:
         return {"hardware": self.hardware.name, "dtype": self.dtype, "peak_flops": self.peak,
                 "bandwidth": self.bandwidth, "ridge": self.ridge, "time": self.time,
                 "phases": {k: g.to_dict() for k, g in self.phases().items()},
-                "by_op": {k: g.to_dict() for k, g in self.by_op().items()},
-                "ops": [o.to_dict() for o in self.ops]}
+                "by_op": {k: g.to_dict() for k, g in self.by_op().items()}}
 
 
 def group_table(groups: list[Group], key: str, title: str) -> str:
@@ -212,16 +174,11 @@ def analyze(costs: Iterable[Record], hardware: "str | Hardware", dtype: Any = "b
     """
     hw = get_hardware(hardware)
     key = dtypes.short(dtype)
-    peak, bandwidth = hw.peak(key), hw.bandwidth
-    ops = []
-    for r in costs:
+    records = Ledger(costs)
+    for r in records:
         if not isinstance(r, Record):
             raise TypeError(f"op costs must be minitx Records (a Ledger: a Counter or a formulas result), "
                             f"got {type(r).__name__}")
         if r.flops < 0 or r.bytes_read < 0 or r.bytes_written < 0:
             raise ValueError(f"op {r.name!r} has negative FLOPs or bytes")
-        ops.append(OpTime(r.name, r.op, r.phase or "-", r.flops, r.bytes_read, r.bytes_written, r.flops / peak,
-                          r.bytes / bandwidth))
-    return Roofline(hw, key, peak, bandwidth, tuple(ops))
-
-
+    return Roofline(hw, key, hw.peak(key), hw.bandwidth, records)

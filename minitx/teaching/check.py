@@ -1,6 +1,6 @@
 """`minitx check`: run two small models for real and check the talk's claims against what the counters saw.
 
-Every claim of the talk (and of the notes it rests on) becomes one row:
+Every claim of the talk (and of the sources it rests on: docs/formulas.md) becomes one row:
 
     the claim in plain words | the formula's value | the count from execution | the verdict
 

@@ -30,6 +30,8 @@ GELU_C = 0.044715
 
 
 class ActCache(NamedTuple):
+    # Only the input: the derivative is a function of it alone, and recomputing tanh or exp (a few FLOPs per
+    # element) is cheaper than writing and re-reading another (N, F) array.
     u: np.ndarray   # (N, F) or (N, 2F) the input
     kind: str       # "gelu_tanh", "swiglu", "geglu"
 
@@ -37,10 +39,17 @@ class ActCache(NamedTuple):
 @njit(cache=True, error_model="numpy", inline="always")
 def _tanh(z, approx):
     """tanh(z): exact (libm) or, for float32, Eigen's 13/6 rational approximation on the clamped input."""
+    # z: one scalar of the model's dtype; approx: True for float32 models.
     if not approx:
         return np.tanh(z)
+    # f casts every constant to z's own type: a bare Python float is float64 and would promote the whole
+    # expression (and the loop that inlines it) to float64.
     f = type(z)
+    # Past |z| ≈ 7.9, tanh(z) rounds to ±1 in float32; clamping there keeps the rational form, which is only
+    # fitted on that interval, from drifting away from ±1 for large inputs.
     z = min(max(z, f(-7.90531110763549805)), f(7.90531110763549805))
+    # tanh is odd, so it is z times a ratio of even functions: polynomials in z², each evaluated by Horner's
+    # rule (one multiply and one add per coefficient), then a single division.
     z2 = z * z
     p = z2 * f(-2.76076847742355e-16) + f(2.00018790482477e-13)
     p = p * z2 + f(-8.60467152213735e-11)
@@ -58,10 +67,13 @@ def _tanh(z, approx):
 def _gelu(x, approx):
     """gelu(x) and gelu'(x). With t = tanh(k(x + c·x³)): gelu = 0.5·x·(1 + t) and
     gelu' = 0.5·(1 + t) + 0.5·k·x·(1 − t²)·(1 + 3c·x²)."""
+    # Derivation: y = 0.5·x·(1 + t), so by the product rule y' = 0.5·(1 + t) + 0.5·x·t', and with
+    # t = tanh(u), u = k(x + c·x³): t' = (1 − t²)·u' = (1 − t²)·k·(1 + 3c·x²), as tanh' = 1 − tanh².
+    # Both come from one tanh: 0.5·(1 + t) is shared by the value and the derivative.
     f = type(x)
     t = _tanh(f(GELU_K) * (x * x * x * f(GELU_C) + x), approx)
     half_1pt = f(0.5) * (f(1.0) + t)
-    sech2 = f(1.0) - t * t
+    sech2 = f(1.0) - t * t                  # 1 − tanh² = sech²: tanh's derivative, from t with no second tanh
     grad = half_1pt + x * f(0.5 * GELU_K) * sech2 * (f(1.0) + f(3.0 * GELU_C) * (x * x))
     return x * half_1pt, grad
 
@@ -69,6 +81,8 @@ def _gelu(x, approx):
 @njit(cache=True, error_model="numpy", inline="always")
 def _silu(g):
     """silu(g) = g·σ(g) and silu'(g) = σ(1 + g(1 − σ))."""
+    # Derivation: σ' = σ(1 − σ), so (g·σ)' = σ + g·σ(1 − σ) = σ(1 + g(1 − σ)): one exp serves both.
+    # For g → −∞, exp(−g) overflows to inf and σ = 1/inf = 0: the right limit, no NaN (error_model="numpy").
     f = type(g)
     sig = f(1.0) / (f(1.0) + np.exp(-g))
     return g * sig, sig * (f(1.0) + g * (f(1.0) - sig))
@@ -76,6 +90,11 @@ def _silu(g):
 
 @njit(cache=True, error_model="numpy")
 def _gelu_fwd(u, out, approx):
+    # u (N, F) the up projection's output, out (N, F).
+    # One pass, element by element: gelu has no reduction, so every element is independent. The value path of
+    # _gelu is written out here rather than called, so the forward does not also compute the derivative it
+    # would then throw away. k·(x·x·x·c + x) is k(x + c·x³) in 5 FLOPs (three multiplies, an add, the k), then
+    # the tanh, then 0.5·x·(1 + t) in 3 more: the 9 the convention counts.
     N, F = u.shape
     for i in range(N):
         for j in range(F):
@@ -86,6 +105,11 @@ def _gelu_fwd(u, out, approx):
 
 @njit(cache=True, error_model="numpy")
 def _gelu_bwd(dout, u, du, approx):
+    # dout (N, F), u (N, F) the forward's input, du (N, F) out.
+    # in the forward pass this was:  out = 0.5·x·(1 + tanh(k(x + c·x³)))
+    # so now we have:                du = dout · gelu'(x)     (gelu' derived in _gelu)
+    # An elementwise op has a diagonal Jacobian: each du needs only its own x and dout. tanh is recomputed from
+    # the saved input (the value half of _gelu is discarded; the compiler drops what is unused).
     N, F = u.shape
     for i in range(N):
         for j in range(F):
@@ -95,10 +119,15 @@ def _gelu_bwd(dout, u, du, approx):
 
 @njit(cache=True, error_model="numpy")
 def _gated_fwd(u, out, use_gelu, approx):
+    # u (N, 2F) laid out [gate | up], out (N, F).
+    # One matmul of width 2F made both halves (a bigger, more efficient BLAS call than two of width F); the
+    # gate of hidden unit j is column j, its partner `up` column F + j.
     N, F = out.shape
     for i in range(N):
         for j in range(F):
             g, up = u[i, j], u[i, F + j]
+            # act(g): GELU as in _gelu_fwd (GeGLU), or silu(g) = g·σ(g) written as g / (1 + e^(−g)) (SwiGLU).
+            # Then the activated gate scales `up` elementwise: the gate decides how much of each unit passes.
             if use_gelu:
                 t = _tanh(type(g)(GELU_K) * (g * g * g * type(g)(GELU_C) + g), approx)
                 a = type(g)(0.5) * g * (type(g)(1.0) + t)
@@ -109,7 +138,10 @@ def _gated_fwd(u, out, use_gelu, approx):
 
 @njit(cache=True, error_model="numpy")
 def _gated_bwd(dout, u, du, use_gelu, approx):
+    # dout (N, F), u (N, 2F) the forward's input [gate | up], du (N, 2F) out, laid out like u.
     # Forward: y = act(g)·up. So dup = dy·act(g) and dg = dy·up·act'(g).
+    # (The product rule: y is a product of two inputs, so each one's gradient is dy times the other factor.)
+    # Both halves of du are written at once, from one recomputation of act(g) and act'(g).
     N, F = dout.shape
     for i in range(N):
         for j in range(F):
@@ -121,6 +153,7 @@ def _gated_bwd(dout, u, du, use_gelu, approx):
 
 def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray, ActCache]:
     """gelu_tanh: (N, F) -> (N, F); swiglu/geglu: (N, 2F) [gate | up] -> (N, F)."""
+    # The fast tanh only for float32: float64 runs (gradient checks) need libm's full precision.
     approx = u.dtype == np.float32
     if kind == "gelu_tanh":
         out = np.empty_like(u)
@@ -137,8 +170,8 @@ def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray,
 def activation_backward(dout: np.ndarray, cache: ActCache, name: str) -> np.ndarray:
     """dout (N, F) -> du, shaped like the forward's input."""
     u = cache.u
-    du = np.empty_like(u)
-    approx = u.dtype == np.float32
+    du = np.empty_like(u)               # every entry written by the kernel
+    approx = u.dtype == np.float32      # the same tanh as the forward, so the derivative matches its function
     if cache.kind == "gelu_tanh":
         _gelu_bwd(dout, u, du, approx)
     else:

@@ -19,6 +19,8 @@ from ...accounting.counting import counting, nbytes, record
 
 
 class EmbedCache(NamedTuple):
+    # Only the indices: the output is a sum of table rows, so its gradient says nothing about the tables' values,
+    # only where to add (see _embed_bwd).
     tokens: np.ndarray        # (N,) int64
     pos: np.ndarray | None    # (N,) int64, learned positions only
     scale: float | None
@@ -26,15 +28,19 @@ class EmbedCache(NamedTuple):
 
 @njit(cache=True, error_model="numpy")
 def _embed_fwd(tokens, pos, wte, wpe, scale, out):
+    # tokens (N,), pos (N,) (a stand-in, never read, without learned positions), wte (V, C), wpe (P, C) or
+    # (0, C), scale a float (1.0: none), out (N, C).
     # One row per token: copy its wte row (a gather, no arithmetic), then add its position's wpe row and/or
     # scale by √C where the model asks for it: one FLOP per element for each.
+    # Which of the four forms applies is decided once per row, outside the c loop, so each inner loop is a
+    # straight line of one or two operations per element.
     N = tokens.shape[0]
     C = wte.shape[1]
     use_pos = wpe.shape[0] > 0
     for i in range(N):
-        row = wte[tokens[i]]
+        row = wte[tokens[i]]                # a view of the token's row: only N of the V rows are ever read
         if use_pos:
-            prow = wpe[pos[i]]
+            prow = wpe[pos[i]]              # the token's own position, so packed sequences each start at theirs
             if scale != 1.0:
                 for c in range(C):
                     out[i, c] = row[c] * scale + prow[c]
@@ -45,21 +51,30 @@ def _embed_fwd(tokens, pos, wte, wpe, scale, out):
             for c in range(C):
                 out[i, c] = row[c] * scale
         else:
-            out[i, :] = row
+            out[i, :] = row                 # the plain lookup: a copy of C values
 
 
 @njit(cache=True, error_model="numpy")
 def _embed_bwd(dout, tokens, pos, dwte, dwpe, scale):
+    # dout (N, C), tokens (N,), pos (N,) (a stand-in without learned positions), dwte (V, C), dwpe (P, C) or
+    # (0, C), scale a float (1.0: none).
     # The forward copied row tokens[i] of wte into row i: so row i's gradient is added back into that row.
     # A token that appears twice receives both gradients (+=), which is why this is a scatter-add, not a copy.
+    # In the forward pass this was:  out[i, c] = wte[tokens[i], c] · scale + wpe[pos[i], c]
+    # so now we have:                dwte[v, c] = scale · Σ_{i: tokens[i] = v} dout[i, c]
+    #                                dwpe[p, c] = Σ_{i: pos[i] = p} dout[i, c]
+    # The gradient of a gather is a scatter-add: the sum runs over every row that read the entry. wpe rows
+    # repeat in every sequence (each sequence has a position 0), so they always accumulate; rows of tokens that
+    # never appear are not touched. The loop runs in row order, one thread, so the sums are deterministic.
     N, C = dout.shape
     use_pos = dwpe.shape[0] > 0
     for i in range(N):
-        drow = dwte[tokens[i]]
+        drow = dwte[tokens[i]]              # a view: += lands in the table
         for c in range(C):
+            # (the scale test sits inside the c loop here, unlike the forward; it is the same for every c)
             drow[c] += dout[i, c] * scale if scale != 1.0 else dout[i, c]
         if use_pos:
-            prow = dwpe[pos[i]]
+            prow = dwpe[pos[i]]             # the position add passed the gradient through unscaled
             for c in range(C):
                 prow[c] += dout[i, c]
 
@@ -70,6 +85,8 @@ def embedding_forward(tokens: np.ndarray, pos: np.ndarray | None, wte: np.ndarra
     N = tokens.shape[0]
     C = wte.shape[1]
     out = np.empty((N, C), dtype=wte.dtype)
+    # Numba compiles one signature per argument types and None is a type of its own: "no table" is an empty
+    # (0, C) array, "no positions" the tokens again (never read), "no scale" 1.0.
     empty = np.empty((0, C), dtype=wte.dtype)
     _embed_fwd(tokens, pos if pos is not None else tokens, wte, wpe if wpe is not None else empty,
                1.0 if scale is None else scale, out)
@@ -92,6 +109,8 @@ def embedding_backward(dout: np.ndarray, cache: EmbedCache, dwte: np.ndarray, dw
     N, C = dout.shape
     empty = np.empty((0, C), dtype=dout.dtype)
     has_pos = cache.pos is not None
+    # A scatter-add needs a zeroed start: the kernel only ever adds, and only into the rows the batch used.
+    # Zeroing writes the whole (V, C) table, typically far more bytes than the N rows the scatter touches.
     if not accumulate_wte:
         dwte[...] = 0.0
     if has_pos:

@@ -19,6 +19,7 @@ from ...accounting.counting import counting, nbytes, record
 
 
 class LinearCache(NamedTuple):
+    # The input, because dw = xᵀ dy needs it; the weight is a view of the parameters, kept, not copied.
     x: np.ndarray       # (N, K)
     w: np.ndarray       # the weight as stored
     has_bias: bool
@@ -28,9 +29,11 @@ class LinearCache(NamedTuple):
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, name: str,
                    transposed: bool = False) -> tuple[np.ndarray, LinearCache]:
     """(N, K) @ (K, M) [+ b (M,)] -> (N, M). With transposed=True, w is (M, K)."""
+    # w.T is a free view: BLAS reads a transposed operand directly, so the tied LM head needs no (K, V) copy.
+    # Every row is a token and tokens do not interact here, so N packed tokens are one matmul.
     out = x @ (w.T if transposed else w)
     if b is not None:
-        out += b
+        out += b                        # broadcast over the N rows, in place: no second (N, M) temporary
     if counting():
         (N, K), M = x.shape, out.shape[1]
         macs = N * K * M
@@ -44,9 +47,17 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, name: str
 def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np.ndarray | None,
                     name: str) -> np.ndarray:
     """dout (N, M) -> dx (N, K); writes dw (shaped like w) and db (M,). Two matmuls, each the size of the forward."""
+    # in the forward pass this was:  y[n, m] = Σ_k x[n, k] w[k, m] + b[m]
+    # so now we have:                dx[n, k] = Σ_m dy[n, m] w[k, m]   -> dx = dy wᵀ
+    #                                dw[k, m] = Σ_n x[n, k] dy[n, m]   -> dw = xᵀ dy   (summed over the tokens)
+    #                                db[m]    = Σ_n dy[n, m]
+    # Stored (out, in), the forward was y = x wᵀ, and the same sums give dx = dy w and dw = dyᵀ x.
     x, w = cache.x, cache.w
-    wm = w.T if cache.transposed else w
+    wm = w.T if cache.transposed else w     # the (K, M) matrix the forward multiplied by, as a view
     dx = dout @ wm.T                        # (N, M) @ (M, K): the gradient that flows on to earlier layers
+    # dw is written straight into the flat gradient buffer's view (out=): no temporary, no copy. It is
+    # assigned, not added: a weight is used by one linear layer, except the tied wte, whose lookup share the
+    # embedding backward adds afterwards.
     if cache.transposed:
         np.matmul(dout.T, x, out=dw)        # (M, N) @ (N, K) -> (M, K)
     else:
@@ -65,6 +76,7 @@ def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np
 
 def residual_forward(x: np.ndarray, fx: np.ndarray, name: str) -> np.ndarray:
     """(N, C) + (N, C) -> (N, C)."""
+    # A new array rather than x += fx: in training, x is still held by the next norm's cache for its backward.
     out = x + fx
     if counting():
         record(name, "elementwise", cv.ELEMENTWISE * out.size, reads=(("activations", nbytes(x, fx)),),
@@ -74,4 +86,6 @@ def residual_forward(x: np.ndarray, fx: np.ndarray, name: str) -> np.ndarray:
 
 def residual_backward(dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The skip connection copies its gradient to both branches: no arithmetic, nothing recorded."""
+    # in the forward pass this was:  out = x + f(x)      so ∂out/∂x = ∂out/∂f = I
+    # so now both branches receive dout itself. The same array, not two copies: both consumers only read it.
     return dout, dout

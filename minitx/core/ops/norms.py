@@ -18,6 +18,8 @@ from ...accounting.counting import counting, nbytes, record
 
 
 class NormCache(NamedTuple):
+    # The input and N (or 2N) row statistics: the normalised x is recomputed from them in the backward, two
+    # FLOPs per element, rather than stored as a second (N, C) array.
     x: np.ndarray             # (N, C) the input
     w_eff: np.ndarray         # (C,) the scale actually applied (w, or 1 + w for Gemma)
     mean: np.ndarray | None   # (N,) LayerNorm only
@@ -30,34 +32,54 @@ class NormCache(NamedTuple):
 
 @njit(cache=True, error_model="numpy")
 def _layernorm_fwd(x, w, b, eps, out, mean, rstd):
+    # x (N, C), w (C,), b (C,), out (N, C), mean (N,), rstd (N,): each token's row normalised on its own.
+    # The accumulators start as Python floats, so Numba sums in float64, even for a float32 model.
     N, C = x.shape
     for i in range(N):
+        # pass 1: the mean
         m = 0.0
         for c in range(C):
             m += x[i, c]
         m = m / C
+        # pass 2: the variance as the mean of squared deviations from that mean. A second pass, rather than
+        # E[x²] − E[x]² in the first: when |mean| ≫ std that difference cancels catastrophically (it can even
+        # come out negative). Divided by C, not C − 1: the biased variance, as torch.nn.LayerNorm uses.
         v = 0.0
         for c in range(C):
             d = x[i, c] - m
             v += d * d
         v = v / C
+        # the reciprocal standard deviation, once per row, so the passes multiply instead of dividing; eps keeps
+        # a constant row (v = 0) finite
         r = 1.0 / np.sqrt(v + eps)
+        # pass 3: normalise, then scale and shift by the learned per-channel w and b
         for c in range(C):
             out[i, c] = (x[i, c] - m) * r * w[c] + b[c]
+        # kept for the backward: two numbers per row, from which (x − mean)·rstd is recomputed
         mean[i] = m
         rstd[i] = r
 
 
 @njit(cache=True, error_model="numpy")
 def _layernorm_bwd(dout, x, w, mean, rstd, dres, dx, dw, db):
+    # dout (N, C), x (N, C), w (C,), mean (N,), rstd (N,), dres (N, C) or (0, C) for none, dx (N, C) out,
+    # dw and db (C,) out.
     # In the forward pass: norm = (x - mean) * rstd; y = norm * w + b. So dnorm = dout * w, and pushing dnorm
     # through the normalisation gives dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)).
+    # Why the two means: x_k reaches norm_c directly (c = k) and through mean and rstd, which every c shares:
+    #     ∂mean/∂x_k = 1/C,   ∂rstd/∂x_k = −rstd³ (x_k − mean) / C,   so
+    #     ∂norm_c/∂x_k = rstd · (δ_ck − 1/C − norm_c · norm_k / C)
+    #     dx_k = Σ_c dnorm_c ∂norm_c/∂x_k = rstd · (dnorm_k − mean(dnorm) − norm_k · mean(dnorm · norm))
+    # Every dx_k needs both row-wide means, so they must be complete before any dx_k can be written: one pass
+    # that accumulates both reductions, then one per-element pass. w and b are shared by all N rows (every
+    # token), so their gradients are sums over the rows: zeroed here, then accumulated row by row.
     N, C = x.shape
     dw[:] = 0.0
     db[:] = 0.0
     has_res = dres.shape[0] == N
     for i in range(N):
         m, r = mean[i], rstd[i]
+        # pass 1: the two reductions, Σ dnorm and Σ dnorm·norm, with norm recomputed from the saved statistics
         dnorm_mean = 0.0
         dnorm_norm_mean = 0.0
         for c in range(C):
@@ -67,6 +89,9 @@ def _layernorm_bwd(dout, x, w, mean, rstd, dres, dx, dw, db):
             dnorm_norm_mean += dnorm * norm
         dnorm_mean = dnorm_mean / C
         dnorm_norm_mean = dnorm_norm_mean / C
+        # pass 2: per element. norm and dnorm are recomputed, as llm.c does, rather than kept from pass 1 in a
+        # C-long scratch row: 3 FLOPs per element. The same pass also accumulates the weight gradients:
+        # y = norm·w + b, so db = Σ_rows dout and dw = Σ_rows dout·norm.
         for c in range(C):
             norm = (x[i, c] - m) * r
             dnorm = w[c] * dout[i, c]
@@ -81,34 +106,46 @@ def _layernorm_bwd(dout, x, w, mean, rstd, dres, dx, dw, db):
 
 @njit(cache=True, error_model="numpy")
 def _rmsnorm_fwd(x, w, eps, out, rstd):
+    # x (N, C), w (C,) (already 1 + w for Gemma), out (N, C), rstd (N,).
+    # LayerNorm without the centring: no mean to subtract and no bias, so one reduction instead of two.
     N, C = x.shape
     for i in range(N):
+        # pass 1: the sum of squares (a float64 accumulator: a Python float, as in the LayerNorm)
         ss = 0.0
         for c in range(C):
             ss += x[i, c] * x[i, c]
+        # 1 / root-mean-square, once per row; eps keeps an all-zero row finite
         r = 1.0 / np.sqrt(ss / C + eps)
+        # pass 2: rescale each channel, then apply the learned per-channel gain
         for c in range(C):
             out[i, c] = x[i, c] * r * w[c]
-        rstd[i] = r
+        rstd[i] = r                         # the one statistic the backward needs
 
 
 @njit(cache=True, error_model="numpy")
 def _rmsnorm_bwd(dout, x, w, rstd, dres, dx, dw):
+    # dout (N, C), x (N, C), w (C,), rstd (N,), dres (N, C) or (0, C) for none, dx (N, C) out, dw (C,) out.
     # Forward: y = x * r * w with r = (mean(x²) + eps)^(-1/2). Since dr/dx_j = -r³ x_j / C,
     # dx = r * (w * dout - norm * r * s / C) with norm = x * r and s = Σ_c dout·w·x.
+    # In full: dx_k = Σ_c dout_c w_c ∂(x_c r)/∂x_k = dout_k w_k r + (Σ_c dout_c w_c x_c) · ∂r/∂x_k
+    #                = r · (w_k dout_k − norm_k · r · s / C).
+    # One row-wide reduction (s) is needed by every dx_k, so, as in the LayerNorm, a reduction pass comes first.
     N, C = x.shape
-    dw[:] = 0.0
+    dw[:] = 0.0                         # w is shared by every row: its gradient is a sum, accumulated below
     has_res = dres.shape[0] == N
     for i in range(N):
         r = rstd[i]
+        # pass 1: s = Σ dout·w·x, how much the row's output gradient leans along x itself
         s = 0.0
         for c in range(C):
             s += dout[i, c] * w[c] * x[i, c]
-        s = s / C
+        s = s / C                       # from here on s means s / C
+        # pass 2: per element; y = norm·w, so dw = Σ_rows dout·norm
         for c in range(C):
             norm = x[i, c] * r
             dw[c] += dout[i, c] * norm
             g = r * (w[c] * dout[i, c] - norm * r * s)
+            # the residual stream's gradient joins here, as in the LayerNorm
             dx[i, c] = g + dres[i, c] if has_res else g
 
 
@@ -118,6 +155,8 @@ def norm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, kind: str, 
                  unit_offset: bool, name: str) -> tuple[np.ndarray, NormCache]:
     """(N, C) -> (N, C). kind is "layernorm" (uses b) or "rmsnorm"; unit_offset applies Gemma's (1 + w)."""
     N, C = x.shape
+    # Gemma stores w and applies 1 + w (so zero-initialised w means "no scaling"). Since ∂(1 + w)/∂w = 1, the
+    # kernels treat w_eff as the weight, and the dw they write is also the gradient of the stored w.
     w_eff = (1.0 + w).astype(x.dtype) if unit_offset else w
     out = np.empty_like(x)
     rstd = np.empty(N, dtype=x.dtype)
@@ -142,6 +181,7 @@ def norm_backward(dout: np.ndarray, cache: NormCache, dw: np.ndarray, db: np.nda
     x = cache.x
     N, C = x.shape
     dx = np.empty_like(x)
+    # "no residual" as an empty (0, C) array, not None: Numba compiles one signature per argument types
     dres = dresidual if dresidual is not None else np.empty((0, C), dtype=x.dtype)
     if cache.kind == "layernorm":
         _layernorm_bwd(dout, x, cache.w_eff, cache.mean, cache.rstd, dres, dx, dw, db)
