@@ -9,20 +9,30 @@ import numbers
 from typing import Any, Iterable
 
 
-def integer(arg: str, value: Any, lowest: int = 1, highest: int | None = None) -> int:
+# The largest size any argument may have: beyond 2**53 an integer is no longer exact as a float, and the times,
+# bytes and ratios minitx derives from sizes are floats. Real models are nowhere near it (2**53 ≈ 9e15).
+MAX_SIZE = 2 ** 53
+
+
+def integer(arg: str, value: Any, lowest: int = 1, highest: int = MAX_SIZE) -> int:
     """`value` as an int if it is an integer in [lowest, highest] (NumPy integers included, bools not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest or (
-            highest is not None and value > highest):
-        what = ("a positive integer" if lowest == 1 else f"an integer >= {lowest}") if highest is None else \
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lowest <= value <= highest:
+        what = ("a positive integer" if lowest == 1 else f"an integer >= {lowest}") if highest == MAX_SIZE else \
             f"an integer in [{lowest}, {highest}]"
-        raise ValueError(f"{arg}={value!r} must be {what}")
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:20] + "..."
+        raise ValueError(f"{arg}={shown} must be {what}" + (" no larger than 2**53" if highest == MAX_SIZE and
+                                                             isinstance(value, numbers.Integral) and
+                                                             value > highest else ""))
     return int(value)
 
 
 def number(arg: str, value: Any, low: float | None = None, high: float | None = None, *,
            low_open: bool = False, high_open: bool = False) -> float:
     """`value` as a float if it is a finite real number in the given range (bounds optional, open or closed)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    try:                                              # an int of 400 digits is a Real, but overflows a float
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:
+        ok = False
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -36,7 +46,8 @@ def number(arg: str, value: Any, low: float | None = None, high: float | None = 
             where = f"a finite number {'<' if high_open else '<='} {high:g}"
         else:
             where = "a finite number"
-        raise ValueError(f"{arg} must be {where}, got {value!r}")
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:20] + "..."
+        raise ValueError(f"{arg} must be {where}, got {shown}")
     return float(value)
 
 

@@ -1,10 +1,17 @@
 """Tests for minitx.io.checkpoint: exact round trips, atomic saves, clear errors."""
 
 import ast
+import hashlib
 import json
+import math
 import os
 import pickle
+import stat
 import struct
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +110,13 @@ def test_rejects_meta_that_would_not_round_trip(tmp_path, bad_meta):
     with pytest.raises((TypeError, ValueError)):
         save(tmp_path / "ck", {}, bad_meta)
     assert os.listdir(tmp_path) == []
+
+
+def test_rejects_more_dimensions_than_load_accepts(tmp_path):
+    with pytest.raises(ValueError, match="dimensions"):
+        save(tmp_path / "ck", {"x": np.zeros((1,) * (checkpoint.MAX_DIMS + 1))}, {})
+    save(tmp_path / "ck", {"x": np.zeros((1,) * checkpoint.MAX_DIMS)}, {})
+    assert load(tmp_path / "ck")[0]["x"].ndim == checkpoint.MAX_DIMS
 
 
 def test_rejects_non_str_names(tmp_path):
@@ -287,3 +301,280 @@ def test_load_works_with_pickle_disabled(good_file, monkeypatch):
         monkeypatch.setattr(pickle, name, forbidden)
     tensors, meta = load(good_file)
     assert meta == META and "embed.weight" in tensors
+
+
+# ---------------------------------------------------------------- permissions, atomic no-overwrite, temp files
+
+def test_overwrite_keeps_the_files_permission_bits(tmp_path):
+    path = tmp_path / "ck.minitx"
+    save(path, {"x": np.zeros(2)}, {"step": 1})
+    os.chmod(path, 0o600)                                   # the user made it private
+    save(path, {"x": np.ones(2)}, {"step": 2}, overwrite=True)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    save(path, {"x": np.ones(2)}, {"step": 3}, overwrite=True)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o027, 0o640)])
+def test_a_new_file_gets_the_usual_mode_under_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        save(tmp_path / "ck", {"x": np.zeros(2)}, {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "ck").st_mode) == mode
+
+
+def test_no_overwrite_is_atomic_against_a_concurrent_writer(tmp_path, monkeypatch):
+    """Another process creates the target while we write: we must refuse, not silently replace its file."""
+    path = tmp_path / "ck.minitx"
+    real_write = checkpoint._write
+
+    def racing_write(file, data):
+        if not path.exists():
+            path.write_bytes(b"the other process's checkpoint")
+        real_write(file, data)
+
+    monkeypatch.setattr(checkpoint, "_write", racing_write)
+    with pytest.raises(FileExistsError, match="overwrite=True") as info:
+        save(path, {"x": np.ones(3)}, {"step": 1})
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == b"the other process's checkpoint"
+    assert os.listdir(tmp_path) == ["ck.minitx"]            # our temp file is gone
+
+
+def test_no_overwrite_without_hard_links_still_refuses(tmp_path, monkeypatch):
+    """Where the file system has no hard links (os.link fails with EPERM/ENOTSUP), the fallback is still
+    exclusive: an existing target is refused, a missing one is created."""
+    import errno
+
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted", src)
+
+    monkeypatch.setattr(checkpoint.os, "link", no_links)
+    path = tmp_path / "ck.minitx"
+    save(path, {"x": np.zeros(2)}, {"step": 1})
+    assert load(path)[1] == {"step": 1}
+    real_write = checkpoint._write
+
+    def racing_write(file, data):
+        if not (tmp_path / "other").exists():
+            (tmp_path / "other").write_bytes(b"theirs")
+        real_write(file, data)
+
+    monkeypatch.setattr(checkpoint, "_write", racing_write)
+    with pytest.raises(FileExistsError):
+        save(tmp_path / "other", {"x": np.ones(2)}, {"step": 2})
+    assert (tmp_path / "other").read_bytes() == b"theirs"
+    assert sorted(os.listdir(tmp_path)) == ["ck.minitx", "other"]
+
+
+def test_directory_is_fsynced_after_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", recording_fsync)
+    save(tmp_path / "a", {"x": np.zeros(2)}, {})
+    assert synced == [False, True]                          # the file's bytes, then the directory entry
+    synced.clear()
+    save(tmp_path / "a", {"x": np.zeros(2)}, {}, overwrite=True)
+    assert synced == [False, True]
+
+
+def test_stale_temp_files_are_removed_and_fresh_ones_kept(tmp_path):
+    prefix = checkpoint.TEMP_PREFIX
+    stale = tmp_path / f"{prefix}crashed.tmp"
+    fresh = tmp_path / f"{prefix}in-progress.tmp"
+    unrelated = tmp_path / "notes.tmp"
+    other_suffix = tmp_path / f"{prefix}keep.txt"
+    for p in (stale, fresh, unrelated, other_suffix):
+        p.write_bytes(b"x")
+    old = time.time() - checkpoint.STALE_TEMP_SECONDS - 60
+    for p in (stale, unrelated, other_suffix):
+        os.utime(p, (old, old))
+    save(tmp_path / "ck", {"x": np.zeros(2)}, {})
+    assert sorted(os.listdir(tmp_path)) == sorted(["ck", fresh.name, unrelated.name, other_suffix.name])
+
+
+# ---------------------------------------------------------------- bounded, typed parsing
+
+def _raw(path, header, body=b"", digest=True):
+    """A file with the given header (an object, encoded as JSON, or bytes) and a VALID checksum, so that the
+    parser itself is exercised rather than the checksum."""
+    if not isinstance(header, bytes):
+        header = json.dumps(header).encode("utf-8")
+    data = struct.pack("<8sIQ", b"MINITXCK", 1, len(header)) + header + body
+    path.write_bytes(data + (hashlib.sha256(data).digest() if digest else b"\0" * 32))
+    return path
+
+
+def _entry(name="x", dtype="uint8", shape=(2,), offset=0, nbytes=None):
+    if nbytes is None:
+        itemsize = np.dtype(dtype).itemsize if isinstance(dtype, str) else 1
+        nbytes = itemsize * math.prod(shape)
+    return {"name": name, "dtype": dtype, "shape": list(shape), "offset": offset, "nbytes": nbytes}
+
+
+@pytest.mark.parametrize("header, body, match", [
+    ({"meta": {}, "tensors": [_entry(dtype=["float32"])]}, b"\0\0", "dtype"),          # unhashable dtype
+    ({"meta": {}, "tensors": [_entry(dtype={"a": 1})]}, b"\0\0", "dtype"),
+    ({"meta": {}, "tensors": [_entry(shape=[True, 2], nbytes=2)]}, b"\0\0", "shape"),   # bool is not a dim
+    ({"meta": {}, "tensors": [_entry(shape=[2.0], nbytes=2)]}, b"\0\0", "shape"),
+    ({"meta": {}, "tensors": [_entry(shape=(1,) * 40)]}, b"\0", "dimensions"),          # NumPy allows 64
+    ({"meta": {}, "tensors": [_entry(shape=(1,) * 70)]}, b"\0", "dimensions"),          # beyond NumPy's 64
+    ({"meta": {}, "tensors": [_entry(dtype="int64", shape=(2**62, 4))]}, b"", "truncated|larger"),
+    ({"meta": {}, "tensors": [_entry(dtype="int64", shape=(2**62, 4), nbytes=0)]}, b"", "offset/size"),
+    ({"meta": {}, "tensors": [_entry(shape=(2**64,))]}, b"", "truncated|larger"),
+    ({"meta": {}, "tensors": [_entry(offset=True)]}, b"\0\0", "offset"),
+    ({"meta": {}, "tensors": [_entry(nbytes=2.0)]}, b"\0\0", "offset/size"),
+    ({"meta": {}, "tensors": [_entry(name=7)]}, b"\0\0", "bad tensor entry"),
+    ({"meta": {}, "tensors": [_entry(), _entry(offset=2)]}, b"\0" * 4, "duplicate"),
+    ({"meta": {}, "tensors": [_entry(dtype="bool", shape=(2,))]}, b"\0\2", "bool"),    # bools are 0 or 1
+    ({"meta": {}, "tensors": {}}, b"", "lacks"),
+    (b'{"meta": {"x": NaN}, "tensors": []}', b"", "NaN|JSON"),                          # save never writes NaN
+    (b'{"meta": {"x": Infinity}, "tensors": []}', b"", "Infinity|JSON"),
+    (b'{"meta": {"x": 1' + b"9" * 5000 + b'}, "tensors": []}', b"", "JSON"),            # int too long to parse
+    ({"meta": {}, "tensors": [_entry(shape=(2,))]}, b"\0\0\0", "trailing"),
+])
+def test_malformed_headers_with_a_valid_checksum(tmp_path, header, body, match):
+    expect_error(_raw(tmp_path / "bad", header, body), match)
+
+
+def test_header_larger_than_the_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "bad"
+    path.write_bytes(struct.pack("<8sIQ", b"MINITXCK", 1, 10**12) + b"{}" + b"\0" * 32)
+    expect_error(path, "truncated")
+
+
+def _load_in_child(target, timeout=30):
+    """Run load(target) in a child process with 1 GB of address space and a timeout, so that a regression
+    (reading /dev/zero without bound, blocking on a FIFO) fails the test instead of the machine."""
+    script = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        from minitx.io.checkpoint import CheckpointError, load
+        try:
+            load({str(target)!r})
+        except CheckpointError as error:
+            print("CheckpointError:", error)
+        except BaseException as error:
+            print("other:", type(error).__name__, error)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif(sys.platform == "win32" or not os.path.exists("/dev/zero"), reason="POSIX devices")
+def test_dev_zero_is_refused_without_reading(tmp_path):
+    out = _load_in_child("/dev/zero")
+    assert out.startswith("CheckpointError: /dev/zero:") and "not a regular file" in out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    try:
+        out = _load_in_child(fifo, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("load() blocked on a FIFO")
+    assert out.startswith(f"CheckpointError: {fifo}:") and "not a regular file" in out
+
+
+def test_a_directory_is_still_an_is_a_directory_error(tmp_path):
+    with pytest.raises(IsADirectoryError) as info:
+        load(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+# ---------------------------------------------------------------- fuzzing the parser behind a valid checksum
+
+_junk = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
+                  st.text(max_size=5), st.lists(st.integers(-3, 3), max_size=3),
+                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                  st.sampled_from([[], {}, ["float32"], 2**64, -1, True, 1.0, "", "object"]))
+_dims = st.one_of(st.integers(0, 4), st.integers(0, 4), st.integers(-3, -1), st.sampled_from([2**31, 2**62, 2**64]),
+                  st.booleans(), st.floats(0, 4), st.text(max_size=2), st.none())
+_shapes = st.one_of(st.lists(st.integers(0, 4), max_size=3), st.lists(_dims, max_size=4),
+                    st.lists(st.just(1), min_size=30, max_size=80), _junk)
+
+
+@st.composite
+def _header_and_body(draw):
+    """(header object, body bytes): valid entries, each with at most one field spoiled, in a header that is
+    itself occasionally spoiled, and a body of the right size or a random one."""
+    entries, offset = [], 0
+    for _ in range(draw(st.sampled_from([1, 1, 2, 3, 0]))):
+        dtype = draw(st.sampled_from(sorted(checkpoint.DTYPES)))
+        shape = draw(st.lists(st.integers(0, 4), max_size=3))
+        nbytes = np.dtype(dtype).itemsize * math.prod(shape)
+        entry = {"name": draw(st.sampled_from(["a", "b", "c"])), "dtype": dtype, "shape": shape,
+                 "offset": offset, "nbytes": nbytes}
+        spoil = draw(st.sampled_from(["nothing", "name", "dtype", "shape", "shape", "shape", "offset", "nbytes",
+                                      "missing", "entry"]))
+        if spoil in entry:
+            entry[spoil] = draw(_shapes if spoil == "shape" else _junk)
+            if spoil == "shape" and draw(st.booleans()):        # a consistent nbytes for the odd shape
+                try:
+                    entry["nbytes"] = np.dtype(dtype).itemsize * math.prod(entry["shape"])
+                except TypeError:
+                    pass
+        elif spoil == "missing":
+            entry.pop(draw(st.sampled_from(sorted(entry))))
+        elif spoil == "entry":
+            entry = draw(_junk)
+        elif spoil == "nothing" and draw(st.booleans()):       # a valid entry with more dimensions than allowed
+            entry["shape"] = [1] * draw(st.sampled_from([33, 64, 65, 200]))
+            entry["nbytes"] = np.dtype(dtype).itemsize
+        entries.append(entry)
+        if isinstance(entry, dict) and type(entry.get("nbytes")) is int:
+            offset += entry["nbytes"]
+    often = st.sampled_from([True] * 7 + [False])         # hypothesis's one_of is not weighted: choose first
+    header = {"meta": {} if draw(often) else draw(_junk), "tensors": entries}
+    if not draw(often):
+        header = draw(st.one_of(_junk, st.just({"meta": {}}), st.just({"tensors": entries})))
+    size = offset if 0 <= offset <= 4096 and draw(often) else draw(st.integers(0, 64))
+    return header, draw(st.binary(min_size=size, max_size=size))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_header_and_body())
+def test_fuzzed_headers_with_valid_checksums_end_in_checkpoint_error(tmp_path, header_and_body):
+    header, body = header_and_body
+    path = _raw(tmp_path / "fuzz.ckpt", header, body)
+    try:
+        tensors, meta = load(path)
+    except CheckpointError as error:
+        assert str(path) in str(error)
+        return
+    # Occasionally the drawn file is valid: then it must be exactly what the header says.
+    assert meta == header["meta"]
+    assert [t["name"] for t in header["tensors"]] == list(tensors)
+    for entry in header["tensors"]:
+        assert tensors[entry["name"]].shape == tuple(entry["shape"])
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_raw_header_bytes_with_valid_checksums(tmp_path, data):
+    """Header bytes that are not JSON of our shape at all (any bytes, deep nesting, huge numbers)."""
+    header = data.draw(st.one_of(
+        st.binary(max_size=64),
+        st.text(max_size=64).map(lambda s: s.encode("utf-8", "surrogatepass")),
+        st.sampled_from([1, 900, 3000, 100_000]).map(lambda n: b"[" * n + b"]" * n),
+        st.sampled_from([1, 4300, 4301, 10_000]).map(lambda n: b'{"meta": {"x": ' + b"9" * n + b'}, "tensors": []}'),
+        st.sampled_from([b"NaN", b"-Infinity", b"1e999", b"-0", b'"\\ud800"']).map(
+            lambda v: b'{"meta": {"x": ' + v + b'}, "tensors": []}'),
+    ))
+    path = _raw(tmp_path / "fuzz.ckpt", header, data.draw(st.binary(max_size=16)))
+    try:
+        _, meta = load(path)
+    except CheckpointError as error:
+        assert str(path) in str(error)
+    else:
+        json.dumps(meta, allow_nan=False)                  # what loads is what save could have written

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from strategies import TINY_GEMMA, TINY_GPT2, TINY_LLAMA, configs
 
 from minitx import Config, Transformer
-from minitx.io.hf import export_hf, load_hf, name_map
+from minitx.io.hf import HFLoadError, export_hf, load_hf, name_map
 from minitx.io.hf_config import hf_config, hf_family
 from minitx.core.optim import AdamW
 
@@ -225,7 +225,7 @@ def test_integer_weights_are_refused_by_name():
     state = export_hf(random_model(TINY_GPT2))
     state["transformer.h.0.mlp.c_fc.bias"] = np.zeros(state["transformer.h.0.mlp.c_fc.bias"].shape, np.int64)
     state["transformer.wpe.weight"] = np.zeros(state["transformer.wpe.weight"].shape, bool)
-    with pytest.raises(TypeError, match="floating point") as err:
+    with pytest.raises(HFLoadError, match="must be stored in float16, bfloat16") as err:
         load_hf(TINY_GPT2, state)
     assert "transformer.h.0.mlp.c_fc.bias (int64)" in str(err.value)
     assert "transformer.wpe.weight (bool)" in str(err.value)

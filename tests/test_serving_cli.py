@@ -37,7 +37,8 @@ def test_hw_lists_presets_with_ridge_points(capsys):
 
 def test_hw_json(capsys):
     data = run_json(capsys, "hw")
-    by_name = {h["name"]: h for h in data}
+    assert data["schema_version"] == 1
+    by_name = {h["name"]: h for h in data["presets"]}
     assert set(by_name) == set(hardware.presets())
     assert by_name["h100-sxm"]["ridge"]["bf16"] == pytest.approx(989.4e12 / 3.35e12, rel=EXACT)
 
@@ -129,7 +130,8 @@ def test_cost_worked_example_with_given_throughput(capsys):
 
 
 def test_cost_classic_step_model_by_hand(capsys):
-    # docs/formulas.md, "Cost": Llama-3-8B, H100, batch 8 at 2,048 tokens of context, $2.50/h -> $0.47 per M output tokens.
+    # docs/formulas.md, "Cost": Llama-3-8B, H100, batch 8 at 2,048 tokens of context, $2.50/h -> $0.47 per M
+    # output tokens.
     # One decode step (gen=2) at 2,048 cached tokens: 8·2048·131,072/BW + max(W/BW, 2·8·P/peak).
     data = run_json(capsys, "cost", "llama-3-8b", "--hw", "h100", "--gpu-price", "2.5", "--api-price-in", "0.5",
                     "--api-price-out", "1.5", "--batch", "8", "--prompt", "2048", "--gen", "2", "--step", "classic")
@@ -176,7 +178,7 @@ COST = ["cost", "llama-3-8b", "--gpu-price", "2.5", "--api-price-in", "0.5", "--
     (["roofline", "llama-3-8b", "--batch", "0"], "must be at least 1, got 0"),
     (["roofline", "llama-3-8b", "--batch", "1,-8"], "must be at least 1, got -8"),
     (["roofline", "llama-3-8b", "--batch", "1,x"], "--batch (integers separated by commas"),
-    (["roofline", "llama-3-8b", "--prompt", "0"], "--prompt must be >= 1"),
+    (["roofline", "llama-3-8b", "--prompt", "0"], "--prompt=0 must be a positive integer"),
     (["roofline", "llama-3-8b", "--batch", "1,512", "--prompt", "4000", "--gen", "1000"],
      "batch 512 does not fit in h100-sxm's memory"),
     (["roofline", "llama-3-70b", "--batch", "1"], "the weights alone do not fit"),
@@ -186,8 +188,8 @@ COST = ["cost", "llama-3-8b", "--gpu-price", "2.5", "--api-price-in", "0.5", "--
     (COST + ["--gpu-price", "-2"], "gpu_price_per_hour must be a finite number > 0"),
     (COST + ["--api-price-in", "-1"], "input_per_million must be a finite number > 0"),
     (COST + ["--api-price-out", "0"], "output_per_million must be a finite number > 0"),
-    (COST + ["--batch", "0"], "--batch must be an integer >= 1"),
-    (COST + ["--batch", "-4"], "--batch must be an integer >= 1"),
+    (COST + ["--batch", "0"], "--batch=0 must be a positive integer"),
+    (COST + ["--batch", "-4"], "--batch=-4 must be a positive integer"),
     (COST + ["--batch", "400", "--prompt", "4000"], "does not fit"),
     (COST + ["--utilization", "1.5"], "utilization must be in (0, 1]"),
     (COST + ["--utilization", "0"], "utilization must be in (0, 1]"),
@@ -220,3 +222,11 @@ def test_a_bad_hardware_file_is_named(capsys, tmp_path, content):
     code, _, err = run(capsys, "cost", "llama-3-8b", "--hw", str(tmp_path / "missing.json"), "--gpu-price", "2",
                        "--api-price-in", "1", "--api-price-out", "1")
     assert code == 2 and "missing.json" in err and "no such file" in err
+
+
+@pytest.mark.parametrize("command", [["roofline", "gpt2"], COST[:1] + ["gpt2"] + COST[2:]])
+def test_default_lengths_fit_a_short_context(capsys, command):
+    """GPT-2's context is 1,024 tokens: the 1,000 + 200 defaults shrink to 853 + 171 instead of failing."""
+    data = run_json(capsys, *command)
+    assert data["schema_version"] == 1
+    assert (data.get("prompt") or data["workload"]["prompt_tokens"]) == 853

@@ -1,11 +1,14 @@
 """`minitx train` end to end (a few steps of a tiny model), and the model checkpoint helpers it saves with."""
 from __future__ import annotations
 
+import json
 import math
 import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from minitx import AdamW, Config, Transformer
 from minitx.io.checkpoint import CheckpointError, load, load_model, save, save_model
@@ -175,6 +178,10 @@ def _rewrite(path, tensors=None, **meta_changes):
     lambda p: _rewrite(p, adam={"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0, "t": -1}),
     lambda p: p.write_bytes(p.read_bytes()[:-100]),
     lambda p: p.write_bytes(b""),
+    lambda p: _rewrite(p, config={**load(p)[1]["config"], "rope_theta": 10**400}),   # OverflowError inside
+    lambda p: _rewrite(p, adam={"lr": 10**400, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0, "t": 2}),
+    lambda p: _rewrite(p, config={**load(p)[1]["config"], "name": ["not", "a", "name"]}),
+    lambda p: _rewrite(p, dtype=["float64"]),
 ])
 def test_bad_model_files_raise_checkpoint_error(tmp_path, damage):
     model, opt, _ = _trained()
@@ -251,3 +258,200 @@ def test_generate_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and missing in err and "not found" in err and "Errno" not in err
     assert main(["generate", "--checkpoint", str(tmp_path), "--prompt", "a"]) == 2
     assert "directory" in capsys.readouterr().err
+
+
+# ---- an unwritable --out is found before training, and a failed final save does not lose the run ---------------
+
+def test_out_under_a_file_is_refused_before_the_first_step(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    path = tmp_path / "notes.txt" / "m.ckpt"
+    assert _train(path) == 2
+    captured = capsys.readouterr()
+    assert "step" not in captured.out                           # nothing was trained
+    assert captured.err.count("\n") == 1 and "--out" in captured.err and str(path) in captured.err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_out_directory_is_refused_before_the_first_step(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert _train(folder / "m.ckpt") == 2
+    finally:
+        folder.chmod(0o755)
+    captured = capsys.readouterr()
+    assert "step" not in captured.out and "--out" in captured.err and "not writable" in captured.err
+    assert os.listdir(folder) == []
+
+
+def test_a_folder_that_refuses_new_files_is_found_before_the_first_step(tmp_path, capsys, monkeypatch):
+    """The same as the read-only folder above, for any user (root writes anywhere): creating the probe fails."""
+    from minitx.cli import train
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(train.tempfile, "mkstemp", refuse)
+    assert _train(tmp_path / "m.ckpt") == 2
+    captured = capsys.readouterr()
+    assert "step" not in captured.out and captured.err.count("\n") == 1
+    assert "--out" in captured.err and "not writable" in captured.err and "Permission denied" in captured.err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_out_that_is_not_a_regular_file_is_refused(tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert _train(fifo, "--overwrite") == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert not os.path.isfile(fifo)
+
+
+def test_writability_probe_leaves_nothing_behind(tmp_path):
+    assert _train(tmp_path / "m.ckpt") == 0
+    assert os.listdir(tmp_path) == ["m.ckpt"]
+
+
+def test_a_failed_final_save_keeps_the_run_in_a_fallback_file(tmp_path, capsys, monkeypatch):
+    import tempfile
+    from minitx.io import checkpoint
+    fallback_dir = tmp_path / "fallback"
+    fallback_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(fallback_dir))
+    path = tmp_path / "out" / "m.ckpt"
+    real = checkpoint.save_model
+
+    def failing(target, *args, **kwargs):
+        if os.fspath(target) == str(path):                      # e.g. the disk filled up during training
+            raise OSError(28, "No space left on device", str(target))
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_model", failing)
+    code = _train(path)
+    captured = capsys.readouterr()
+    assert code != 0 and not path.exists()
+    saved = os.listdir(fallback_dir)
+    assert len(saved) == 1 and saved[0].endswith(".ckpt") and "m" in saved[0]
+    fallback = fallback_dir / saved[0]
+    assert str(fallback) in captured.err and str(path) in captured.err and "No space left" in captured.err
+    model, opt, meta = load_model(fallback)
+    assert meta["step"] == 3 and opt.t == 3
+
+
+# ---- load_model bounds what a config may allocate; a config's every float is checked -------------------------
+
+def test_rope_model_claiming_a_huge_context_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    import minitx.core.model as model_module
+    model = Transformer(Config.preset("tiny-llama").replace(head_dim=2), seed=0)    # tables: n_ctx x 1 each
+    path = tmp_path / "m.ckpt"
+    save_model(path, model)
+    _rewrite(path, config={**model.cfg.to_dict(), "n_ctx": 10**9})    # same parameters: RoPE has no table
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the RoPE tables were allocated")
+
+    monkeypatch.setattr(model_module, "rope_tables", must_not_run)
+    with pytest.raises(CheckpointError, match="n_ctx") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_rope_model_with_a_long_but_plausible_context_loads(tmp_path):
+    model, _, _ = _trained("tiny-llama")
+    path = tmp_path / "m.ckpt"
+    long = Transformer(model.cfg.replace(n_ctx=65536), seed=0, dtype="float64")   # tables of 6 MB, 100 KB of weights
+    save_model(path, long)
+    assert load_model(path)[0].cfg.n_ctx == 65536
+
+
+def test_config_with_absurd_layer_count_is_refused_without_listing_its_parameters(tmp_path, monkeypatch):
+    import minitx.core.params as params_module
+    model, _, _ = _trained("tiny-llama")
+    path = tmp_path / "m.ckpt"
+    save_model(path, model)
+    _rewrite(path, config={**model.cfg.to_dict(), "n_layers": 10**12})
+    real = params_module.param_table
+
+    def bounded(cfg):
+        assert cfg.n_layers < 1000, "param_table would list 10^13 parameters"
+        return real(cfg)
+
+    monkeypatch.setattr(params_module, "param_table", bounded)
+    with pytest.raises(CheckpointError, match="params") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("field, value", [("rope_theta", float("nan")), ("rope_theta", float("inf")),
+                                          ("rope_theta", 0.5), ("rope_theta", "1e4"), ("rope_theta", True),
+                                          ("rope_theta", 10**400),                 # an int no float can hold
+                                          ("norm_eps", float("nan")), ("norm_eps", True)])
+def test_every_float_field_is_validated_even_when_unused(field, value):
+    with pytest.raises(ValueError, match=field):
+        Config.preset("tiny-gpt2").replace(**{field: value})     # learned positions: rope_theta is unused
+
+
+def test_save_model_of_a_config_with_a_nan_field_fails_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="rope_theta"):
+        save_model(tmp_path / "m.ckpt", Transformer(Config(name="g", rope_theta=float("nan"))))
+    assert not (tmp_path / "m.ckpt").exists()
+
+
+_json_junk = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**12),
+                       st.sampled_from([2**63, 10**30, 10**400, 10**9, -1]),      # 10**9: n_ctx past the RoPE cap
+                       st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=4),
+                       st.lists(st.integers(0, 3), max_size=2), st.just({}))
+
+
+@st.composite
+def _model_meta(draw, base):
+    meta = json.loads(json.dumps(base))
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.sampled_from(["config", "config", "config", "adam", "top"]))
+        if where in ("config", "adam") and isinstance(meta[where], dict) and meta[where]:
+            meta[where][draw(st.sampled_from(sorted(meta[where])))] = draw(_json_junk)
+        elif where == "top":
+            meta[draw(st.sampled_from(["format", "dtype", "config", "adam"]))] = draw(_json_junk)
+    return meta
+
+
+_BASE_MODEL = _trained("tiny-llama", steps=1)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_model_meta_ends_in_checkpoint_error(tmp_path, data):
+    """save (a valid checksum) a real model's tensors under a meta with some fields replaced by junk: load_model
+    either returns a working model or raises CheckpointError naming the file; nothing else escapes."""
+    model, opt, _ = _BASE_MODEL
+    path = tmp_path / "fuzz.ckpt"
+    if not path.exists():
+        save_model(path, model, opt)
+    tensors, base = load(path)
+    meta = data.draw(_model_meta(base))
+    if data.draw(st.booleans()):
+        tensors = {**tensors, "params": tensors["params"][:data.draw(st.integers(0, tensors["params"].size))]}
+    bad = tmp_path / "bad.ckpt"
+    save(bad, tensors, meta, overwrite=True)
+    try:
+        m2, _, _ = load_model(bad)
+    except CheckpointError as error:
+        assert str(bad) in str(error)
+    else:
+        assert np.array_equal(m2.flat, tensors["params"])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="POSIX devices")
+def test_generate_from_dev_zero_is_a_one_line_error():
+    """Run in a child with bounded memory and time, so a regression (reading /dev/zero forever) fails the test
+    rather than the machine."""
+    import subprocess
+    import sys
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30)); "
+              "from minitx.cli import main; "
+              "sys.exit(main(['generate', '--checkpoint', '/dev/zero', '--prompt', 'a']))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "/dev/zero" in result.stderr and "not a regular file" in result.stderr

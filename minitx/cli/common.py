@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from .. import checks
 from ..core.config import PRESETS, Config
 
 
@@ -40,10 +41,10 @@ def whole_number(text: str, flag: str, lowest: int = 1) -> int:
     try:
         value = int(str(text).replace("_", ""))
     except ValueError:
-        raise ValueError(f"{flag} must be a whole number, got {text!r}") from None
+        raise ValueError(f"{flag} must be a whole number, got {str(text)[:40]!r}") from None
     if value < lowest:
         raise ValueError(f"{flag} must be at least {lowest}, got {value}")
-    return value
+    return checks.integer(flag, value, lowest)
 
 
 def _plain(x: Any) -> Any:
@@ -57,6 +58,13 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def print_json(data: Any) -> None:
-    """The one way commands print JSON: valid JSON always (non-finite numbers as null)."""
-    sys.stdout.write(json.dumps(_plain(data), indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+# The version of the shape of every command's --json output; it changes when a key moves, goes or changes meaning
+# (new keys may appear without a change). Scripts that read the output can check it.
+SCHEMA_VERSION = 1
+
+
+def print_json(data: dict) -> None:
+    """The one way commands print JSON: an object with `schema_version` first, valid JSON always (a non-finite
+    number, which JSON cannot hold, prints as null)."""
+    out = {"schema_version": SCHEMA_VERSION, **_plain(data)}
+    sys.stdout.write(json.dumps(out, indent=1, ensure_ascii=False, allow_nan=False) + "\n")

@@ -80,6 +80,27 @@ def _check_fits(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[int]
                              "models several chips' memory; a smaller --dtype shrinks both)")
 
 
+DEFAULT_PROMPT, DEFAULT_GEN = 1000, 200
+
+
+def _add_lengths(p: argparse.ArgumentParser, per: str) -> None:
+    p.add_argument("--prompt", type=int, default=None,
+                   help=f"prompt tokens per {per} (default {DEFAULT_PROMPT}, or 5/6 of a shorter context)")
+    p.add_argument("--gen", type=int, default=None,
+                   help=f"generated tokens per {per} (default {DEFAULT_GEN}, or what is left of a shorter context)")
+
+
+def _lengths(args, cfg: Config) -> None:
+    """Fill in --prompt and --gen: the defaults, shrunk to fit a model whose context is shorter than 1,200 tokens
+    (GPT-2's 1,024: 853 + 171), and check both are >= 1."""
+    if args.prompt is None:
+        args.prompt = min(DEFAULT_PROMPT, cfg.n_ctx * 5 // 6)
+    if args.gen is None:
+        args.gen = max(1, min(DEFAULT_GEN, cfg.n_ctx - args.prompt))
+    for flag in ("prompt", "gen"):
+        checks.integer(f"--{flag}", getattr(args, flag))
+
+
 def _require_plotting(args) -> None:
     if getattr(args, "plot", None):
         from .. import plots
@@ -112,7 +133,7 @@ def hw(args) -> int:
     key = dtypes.short(args.dtype)
     rows = [hw_mod.PRESETS[name] for name in hw_mod.presets()]
     if args.json:
-        print_json([h.to_dict() | {"ridge": {d: h.ridge(d) for d in h.peak_flops}} for h in rows])
+        print_json({"presets": [h.to_dict() | {"ridge": {d: h.ridge(d) for d in h.peak_flops}} for h in rows]})
         return 0
     head = (f"{'name':<16} {key + ' TFLOP/s':>14} {'fp32 TFLOP/s':>13} {'GB/s':>7} {'GB':>5} "
             f"{'ridge ' + key:>11} {'sparse halved':>14}")
@@ -135,8 +156,7 @@ def add_arguments_roofline(p: argparse.ArgumentParser) -> None:
     add_model_argument(p)
     _add_hardware_arguments(p)
     p.add_argument("--batch", default="1,8,64", help="batch sizes, comma-separated (default 1,8,64)")
-    p.add_argument("--prompt", type=int, default=1000, help="prompt tokens per sequence (default 1000)")
-    p.add_argument("--gen", type=int, default=200, help="generated tokens per sequence (default 200)")
+    _add_lengths(p, "sequence")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--plot", metavar="FILE.png", help="save a roofline chart and the batch sweep (needs matplotlib)")
 
@@ -168,9 +188,7 @@ def roofline_report(cfg: Config, hw: hw_mod.Hardware, dtype: str, batches: list[
 def roofline(args) -> int:
     cfg = load_model(args.model)
     batches = parse_batches(args.batch)
-    for flag in ("prompt", "gen"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    _lengths(args, cfg)
     _require_plotting(args)
     hw = _hardware(args)
     hw.peak(dtypes.short(args.dtype))                          # no peak for this dtype: say so before any work
@@ -231,8 +249,7 @@ def add_arguments_cost(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-price-out", type=float, required=True, metavar="USD/M",
                    help="API price per million output (completion) tokens")
     p.add_argument("--batch", type=int, default=32, help="sequences decoded together (default 32)")
-    p.add_argument("--prompt", type=int, default=1000, help="prompt tokens per request (default 1000)")
-    p.add_argument("--gen", type=int, default=200, help="completion tokens per request (default 200)")
+    _add_lengths(p, "request")
     p.add_argument("--utilization", type=float, default=1.0,
                    help="fraction of the paid hours the GPU is busy, in (0, 1] (default 1)")
     p.add_argument("--step", choices=("ops", "classic"), default="ops",
@@ -266,10 +283,8 @@ def _throughput(cfg: Config, hw: hw_mod.Hardware, args) -> tuple[cost_model.Thro
 
 def cost(args) -> int:
     cfg = load_model(args.model)
-    for flag in ("batch", "prompt", "gen"):
-        value = getattr(args, flag)
-        if value < 1:
-            raise ValueError(f"--{flag} must be an integer >= 1, got {value}")
+    checks.integer("--batch", args.batch)
+    _lengths(args, cfg)
     hw = _hardware(args)
     hw.peak(dtypes.short(args.dtype))
     _check_fits(cfg, hw, args.dtype, [args.batch], args.prompt + args.gen)

@@ -13,6 +13,11 @@ A model that knows nothing predicts each of the 256 bytes with probability 1/256
 the byte frequencies alone brings it to about 3.3; below that the model is using context (indentation, keywords,
 names it has seen). The checkpoint (`minitx.io.checkpoint.save_model`) holds the parameters, the AdamW state and the
 run's settings; `minitx generate` samples from it.
+
+--out is checked before the first step: its folder is created if missing and must accept a new file, and an
+existing --out is replaced only with --overwrite. If saving still fails at the end (the disk filled up, the folder
+was removed), the run is saved to a new file in the temporary folder (tempfile.gettempdir(), named after --out),
+the error says where, and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -100,6 +106,53 @@ def _check_args(args) -> None:
     if os.path.exists(args.out) and not args.overwrite:
         raise ValueError(f"--out {args.out!r} already exists; pass --overwrite to replace it, "
                          "or choose another path")
+    if os.path.exists(args.out) and not os.path.isfile(args.out):
+        raise ValueError(f"--out {args.out!r} exists and is not a regular file (a device, a FIFO, ...); "
+                         "give a checkpoint file path")
+
+
+def _check_out_writable(out: str) -> None:
+    """Before the first step: create --out's folder if missing, and prove that a file can be created in it (the
+    checkpoint is written as a temporary file there, then renamed), so a finished run is not thrown away."""
+    from ..io.checkpoint import TEMP_PREFIX, TEMP_SUFFIX
+    directory = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX + "probe-", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"--out {out!r} is not writable: cannot create a file in {directory!r} ({reason}); "
+                         "choose another path") from None
+
+
+def _fallback_path(out: str) -> str:
+    """A new file in the temporary folder named after the run, for when --out cannot be written at the end."""
+    stem = os.path.splitext(os.path.basename(out))[0] or "minitx"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join(tempfile.gettempdir(), f"{stem}-{stamp}-{os.getpid()}.ckpt")
+
+
+def _save_or_fall_back(save_model, args, model, opt, meta, out) -> int:
+    """Save to --out; if that fails now (disk full, folder removed mid-run), save the run to a fallback file
+    and say where, returning exit status 1: the run is kept either way unless both saves fail."""
+    try:
+        save_model(args.out, model, opt, meta=meta, overwrite=args.overwrite)
+        print(f"saved {args.out}", file=out, flush=True)
+        return 0
+    except (OSError, ValueError) as error:
+        failure = error
+    fallback = _fallback_path(args.out)
+    try:
+        save_model(fallback, model, opt, meta=meta)
+    except (OSError, ValueError) as error:
+        print(f"minitx train: error: could not save --out {args.out!r} ({failure}), nor the fallback "
+              f"{fallback!r} ({error}); the run is lost", file=sys.stderr, flush=True)
+        return 1
+    print(f"minitx train: error: could not save --out {args.out!r} ({failure}); the run was saved to "
+          f"{fallback} instead", file=sys.stderr, flush=True)
+    return 1
 
 
 # ---- training ------------------------------------------------------------------------------------------------
@@ -127,11 +180,12 @@ def evaluate(model, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
 def main(args) -> int:
     from ..core.model import Transformer
     from ..core.optim import AdamW
-    from ..io.checkpoint import save_model
+    from ..io import checkpoint
 
     _check_args(args)
     cfg = _config(args.preset, args.seq)
     _check_memory(cfg, args)
+    _check_out_writable(args.out)
     out = sys.stdout
 
     text = load_corpus()
@@ -184,15 +238,11 @@ def main(args) -> int:
             window_t += time.perf_counter() - t0       # evaluation time does not count against tokens/s
     elapsed = time.perf_counter() - start
 
-    directory = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(directory, exist_ok=True)
     meta = {"step": args.steps, "seed": args.seed, "preset": args.preset, "batch": args.batch, "seq": args.seq,
             "peak_lr": args.lr, "train_loss": round(float(loss), 5), "val_loss": round(float(val_loss), 5),
             "first_loss": round(float(first_loss), 5), "seconds": round(elapsed, 2),
             "corpus_bytes": int(len(tokens)), "history": history}
-    save_model(args.out, model, opt, meta=meta, overwrite=args.overwrite)
     print(f"trained {args.steps} steps in {elapsed:.1f} s ({args.steps * tok_per_step / elapsed:,.0f} tok/s): "
           f"train loss {first_loss:.3f} -> {loss:.3f}, validation {history[0]['val_loss']:.3f} -> {val_loss:.3f}",
           file=out)
-    print(f"saved {args.out}", file=out, flush=True)
-    return 0
+    return _save_or_fall_back(checkpoint.save_model, args, model, opt, meta, out)

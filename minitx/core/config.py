@@ -14,6 +14,7 @@ Dimension legend used across minitx (see `minitx/core/ops/__init__.py`; docs/not
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -73,12 +74,13 @@ class Config:
         if self.d_ff is None:
             object.__setattr__(self, "d_ff", _default_d_ff(self.d_model, self.mlp))
         checks.integer("Config.d_ff", self.d_ff)
-        if self.position == "rope":
-            if self.head_dim % 2:
-                raise ValueError(f"Config.head_dim={self.head_dim} must be even for rope (it rotates pairs)")
-            if not (isinstance(self.rope_theta, (int, float)) and 1 < self.rope_theta < float("inf")):
-                raise ValueError(f"Config.rope_theta={self.rope_theta!r} must be a finite number > 1")
-        if not (isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1):
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(f"Config.head_dim={self.head_dim} must be even for rope (it rotates pairs)")
+        # Every float field is checked whether or not this model uses it (rope_theta on learned positions): a
+        # NaN kept in an unused field would still fail later, in to_dict's JSON or in a converted model.
+        if not (_real(self.rope_theta) and 1 < self.rope_theta and math.isfinite(float(self.rope_theta))):
+            raise ValueError(f"Config.rope_theta={self.rope_theta!r} must be a finite number > 1")
+        if not (_real(self.norm_eps) and 0 < self.norm_eps < 1):
             raise ValueError(f"Config.norm_eps={self.norm_eps!r} must be in (0, 1)")
         for field in ("bias", "tie_embeddings", "embed_scale", "norm_unit_offset"):
             if not isinstance(getattr(self, field), bool):
@@ -139,6 +141,17 @@ class Config:
     def from_hf(cls, source: str | os.PathLike | Mapping[str, Any]) -> "Config":
         """Read a Hugging Face `config.json` (a path, its folder, or the dict it holds): see minitx.io.hf_config."""
         return cls(**hf_config.config_fields(source))
+
+
+def _real(value: Any) -> bool:
+    """A real number that converts to a finite-or-infinite float: not a bool, not an int beyond float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _round_up(x: int, multiple: int) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import checks
 from ..dtypes import numpy_dtype
+from ..measure.machine import require_memory
 from .batch import Block, TokenBatch
 from .config import Config
 
@@ -52,6 +53,7 @@ class KVCache:
         self.cfg = cfg
         self.dtype = numpy_dtype(dtype, "KVCache dtype")
         L, KV, HS = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+        require_memory(2 * L * batch * KV * max_len * HS * self.dtype.itemsize, "KVCache")
         # One buffer, (K or V, layer, B, KV, S, HS): nbytes is exactly 2·L·B·KV·S·HS·itemsize, nothing hidden.
         self.buffer = np.zeros((2, L, batch, KV, max_len, HS), dtype=self.dtype)
         self.k = [self.buffer[0, l] for l in range(L)]

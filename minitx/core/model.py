@@ -22,6 +22,7 @@ import numpy as np
 from ..accounting import conventions as cv
 from ..accounting.counting import counting, nbytes, phase, record
 from ..dtypes import numpy_dtype
+from ..measure.machine import require_memory
 from .batch import TokenBatch, pack, ragged, rectangle
 from .config import Config
 from .kv_cache import KVCache, Scratch
@@ -67,7 +68,9 @@ class Transformer:
         self.cfg = cfg
         self.dtype = numpy_dtype(dtype, "dtype")
         self.table = param_table(cfg)
-        self.flat = np.zeros(sum(s.size for s in self.table), dtype=self.dtype)
+        n = sum(s.size for s in self.table)
+        require_memory(n * self.dtype.itemsize, f"Transformer({cfg.name!r}, dtype={self.dtype.name!r})'s parameters")
+        self.flat = np.zeros(n, dtype=self.dtype)
         self.params = views(self.flat, self.table)
         init_params(cfg, self.params, seed)
         self._grad_flat: np.ndarray | None = None     # allocated on the first loss_and_grads

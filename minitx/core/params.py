@@ -18,6 +18,7 @@ Names and shapes (weights are stored (in, out): a linear layer computes x @ w):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,15 +79,41 @@ def num_params(cfg: Config) -> int:
     return sum(spec.size for spec in param_table(cfg))
 
 
-def views(buffer: np.ndarray, table: list[ParamSpec]) -> dict[str, np.ndarray]:
-    """Named, reshaped views into a flat buffer laid out as `table`. Writing a view writes the buffer."""
-    out, offset = {}, 0
-    for spec in table:
-        out[spec.name] = buffer[offset:offset + spec.size].reshape(spec.shape)
-        offset += spec.size
-    if offset != buffer.size:
-        raise ValueError(f"buffer has {buffer.size} elements but the parameter table needs {offset}")
-    return out
+class Views(Mapping):
+    """Named, reshaped views into one flat buffer laid out as a parameter table: `model.params`, the gradients
+    `loss_and_grads` returns, Adam's moments.
+
+    Writing *into* a view writes the buffer that the kernels, the optimizer and checkpoints all read:
+    `params["wte"][...] = w` loads a weight, `grads[name] *= 0.5` clips a gradient. Rebinding a name,
+    `params["wte"] = w`, would leave the buffer behind (the model would run one array and save another, or a
+    kernel would index an array of another shape), so the mapping refuses it."""
+
+    def __init__(self, buffer: np.ndarray, table: list[ParamSpec]):
+        self._views, offset = {}, 0
+        for spec in table:
+            self._views[spec.name] = buffer[offset:offset + spec.size].reshape(spec.shape)
+            offset += spec.size
+        if offset != buffer.size:
+            raise ValueError(f"buffer has {buffer.size} elements but the parameter table needs {offset}")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._views[name]
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __setitem__(self, name: str, value) -> None:
+        raise TypeError(f"cannot rebind {name!r}: these arrays are views into one flat buffer; write into the view "
+                        f"instead, e.g. x[{name!r}][...] = value")
+
+    def __delitem__(self, name: str) -> None:
+        self.__setitem__(name, None)
+
+
+views = Views
 
 
 def init_params(cfg: Config, params: dict[str, np.ndarray], seed: int) -> None:

@@ -22,18 +22,48 @@ stored in order with no gaps, so D is the sum of all ``nbytes``.  Only plain
 numeric dtypes are allowed (see ``DTYPES``); the data is C-ordered.
 
 Saving is atomic: we write a temporary file next to the target, flush and
-fsync it, and only then ``os.replace`` it over the target.  A crash at any
-point leaves either the old file or the new one, never half of one.
+fsync it, and only then move it into place, then fsync the directory so that
+the new name survives a power cut too.  A crash at any point leaves either the
+old file or the new one, never half of one.
+
+* ``overwrite=True`` moves it with ``os.replace``, and the new file keeps the
+  permission bits of the one it replaces (a private 0600 file stays 0600).
+* ``overwrite=False`` is exclusive, not check-then-rename: the temporary file
+  is hard-linked to the target (``os.link`` fails if the target exists, even
+  when another process created it a moment ago), then unlinked.  Where the file
+  system has no hard links, the target name is reserved with
+  ``open(O_CREAT | O_EXCL)`` and the temporary file renamed over that
+  placeholder (a reader may briefly see an empty file, which ``load`` refuses).
+* A new file gets the mode any ordinary file would: 0666 less the umask
+  (0644 under the usual umask 022); the temporary file is owner-only while it
+  is being written.
+
+Temporary files are named ``TEMP_PREFIX + random + TEMP_SUFFIX`` in the target's
+directory.  One that is left behind (the saving process was killed) is removed
+by a later ``save`` into the same directory once it is older than
+``STALE_TEMP_SECONDS`` (one hour) and only if it is a regular file owned by the
+current user.  A live save rewrites its file continuously, so only a save
+stalled for an hour could lose its temporary file, and it then fails loudly
+instead of writing anything.
+
+Loading never trusts the header: before anything is allocated, every size it
+claims is checked (with Python integers, which cannot overflow) against the
+file's actual size from ``os.fstat``, and only regular files are read, so
+``/dev/zero`` or a FIFO is refused rather than read forever.  Every problem with
+a file's contents is a ``CheckpointError`` naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import secrets
+import stat
 import struct
-import tempfile
+import time
 
 import numpy as np
 
@@ -44,6 +74,12 @@ _DIGEST_SIZE = 32  # bytes in a SHA-256 digest
 # Stored dtype name -> exact little-endian NumPy dtype.
 DTYPES = {name: np.dtype(name).newbyteorder("<") for name in
           ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")}
+MAX_DIMS = 32  # NumPy allows 64; no minitx tensor has more than a handful
+TEMP_PREFIX = ".minitx-save-"  # temporary files of an unfinished save; see the module docstring
+TEMP_SUFFIX = ".tmp"
+STALE_TEMP_SECONDS = 3600  # a temporary file untouched for this long is a crashed save's leftover
+# errno values with which os.link says "this file system has no hard links" (not "the target exists").
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV}
 
 
 class CheckpointError(ValueError):
@@ -59,16 +95,22 @@ def _write(file, data: bytes) -> None:
     file.write(data)
 
 
+def _exists_message(path: str) -> str:
+    return f"{path} already exists; pass overwrite=True to replace it"
+
+
 def save(path, tensors: dict[str, np.ndarray], meta: dict, overwrite: bool = False) -> None:
     """Write ``tensors`` and ``meta`` to ``path`` atomically.
 
     ``meta`` must be plain JSON (dict/list/str/int/float/bool/None, string
     keys, finite floats) so that it loads back exactly equal.  Refuses to
-    replace an existing file unless ``overwrite=True``.
+    replace an existing file unless ``overwrite=True``; the refusal is
+    atomic (FileExistsError even if another process creates ``path`` while
+    this one is writing).
     """
     path = os.fspath(path)
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    if not overwrite and os.path.lexists(path):  # early, cheap; the exclusive link below decides
+        raise FileExistsError(_exists_message(path))
     if not isinstance(tensors, dict):
         raise TypeError(f"tensors must be a dict, got {type(tensors).__name__}")
     if not isinstance(meta, dict):
@@ -86,6 +128,8 @@ def save(path, tensors: dict[str, np.ndarray], meta: dict, overwrite: bool = Fal
         if array.dtype.name not in DTYPES:
             raise ValueError(f"tensor {name!r} has unsupported dtype {array.dtype}; "
                              f"allowed: {', '.join(DTYPES)}")
+        if array.ndim > MAX_DIMS:
+            raise ValueError(f"tensor {name!r} has {array.ndim} dimensions; at most {MAX_DIMS} are stored")
         blob = np.ascontiguousarray(array, dtype=DTYPES[array.dtype.name]).tobytes()
         entries.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape),
                         "offset": offset, "nbytes": len(blob)})
@@ -94,7 +138,15 @@ def save(path, tensors: dict[str, np.ndarray], meta: dict, overwrite: bool = Fal
     header = json.dumps({"meta": meta, "tensors": entries}).encode("utf-8")
 
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".minitx-", suffix=".tmp")
+    kept_mode = None
+    if overwrite:
+        try:
+            kept_mode = stat.S_IMODE(os.stat(path).st_mode) & 0o777  # the replaced file's permissions stay
+        except FileNotFoundError:
+            pass
+    _remove_stale_temp_files(directory)
+    fd, temp_path, new_file_mode = _create_temp(directory)
+    mode = new_file_mode if kept_mode is None else kept_mode
     try:
         with os.fdopen(fd, "wb") as file:
             digest = hashlib.sha256()
@@ -103,69 +155,248 @@ def save(path, tensors: dict[str, np.ndarray], meta: dict, overwrite: bool = Fal
                 _write(file, chunk)
             _write(file, digest.digest())
             file.flush()
+            _chmod(file.fileno(), temp_path, mode)
             os.fsync(file.fileno())  # the bytes are on disk before the rename
-        os.chmod(temp_path, 0o644)  # mkstemp makes it owner-only; use the usual mode
-        os.replace(temp_path, path)  # atomic: readers see old or new, never half
+        if overwrite:
+            os.replace(temp_path, path)  # atomic: readers see old or new, never half
+        else:
+            _move_exclusive(temp_path, path)
+        _fsync_directory(directory)  # the new directory entry is on disk too
     except BaseException:
-        if os.path.exists(temp_path):
+        try:
             os.remove(temp_path)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _create_temp(directory: str) -> tuple[int, str, int]:
+    """A new, empty, owner-only temporary file in `directory`: (fd, path, the mode a new file gets here).
+
+    It is created with 0o666 so that the kernel applies the umask (and any default ACL) exactly as for an
+    ordinary new file; that mode is read back, then the file is made owner-only while it is being written."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temp_path = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
+        try:
+            fd = os.open(temp_path, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            _chmod(fd, temp_path, 0o600)
+        except BaseException:
+            os.close(fd)
+            os.remove(temp_path)
+            raise
+        return fd, temp_path, mode
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", directory)
+
+
+def _chmod(fd: int, path: str, mode: int) -> None:
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:  # Windows before Python 3.13: only the read-only bit exists
+        os.chmod(path, mode)
+
+
+def _move_exclusive(temp_path: str, path: str) -> None:
+    """Give the finished `temp_path` the name `path` only if `path` does not exist, atomically."""
+    link = getattr(os, "link", None)
+    try:
+        if link is None:
+            raise OSError(errno.ENOSYS, "no hard links on this platform")
+        link(temp_path, path)  # fails with FileExistsError if path exists, however recently it appeared
+    except FileExistsError:
+        raise FileExistsError(_exists_message(path)) from None
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        # No hard links here (FAT, some network file systems): reserve the name exclusively, then rename the
+        # finished file over our own placeholder.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise FileExistsError(_exists_message(path)) from None
+        try:
+            os.replace(temp_path, path)
+        except BaseException:
+            os.remove(path)  # still our empty placeholder
+            raise
+    else:
+        try:
+            os.remove(temp_path)  # the checkpoint now lives under `path`
+        except OSError:
+            pass  # a leftover link is removed by a later save (stale temp files)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename or link in `directory` durable. Not possible everywhere (Windows): best effort."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temp_files(directory: str) -> None:
+    """Remove leftovers of killed saves in `directory`: regular files named TEMP_PREFIX...TEMP_SUFFIX, owned by
+    this user, untouched for STALE_TEMP_SECONDS. Best effort: a file that vanishes or resists is left alone."""
+    now = time.time()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return
+    with entries:
+        for entry in entries:
+            if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX)):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if (stat.S_ISREG(info.st_mode) and (uid is None or info.st_uid == uid)
+                        and now - info.st_mtime > STALE_TEMP_SECONDS):
+                    os.remove(entry.path)
+            except OSError:
+                continue
+
+
+# ---- loading ---------------------------------------------------------------------------------------------------
+
+def _short(value, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: a hostile header may hold megabytes where a name should be."""
+    return _clip(repr(value), limit)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-finite number {name} (save never writes one)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} overflows a float (save never writes one)")
+    return value
+
+
+_FILE_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular_file(path):
+    """(binary file, size) of `path` if it is a regular file. O_NONBLOCK so that opening a FIFO cannot block;
+    a directory raises IsADirectoryError (as open() would), any other non-regular file CheckpointError."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((what for test, what in _FILE_KINDS if test(info.st_mode)), "a special file")
+            raise CheckpointError(path, f"not a regular file (it is {kind}); a checkpoint is a file written by save")
+        return os.fdopen(fd, "rb"), info.st_size
+    except BaseException:
+        os.close(fd)
         raise
 
 
 def load(path) -> tuple[dict[str, np.ndarray], dict]:
     """Read a checkpoint written by ``save``; return ``(tensors, meta)``.
 
-    Any problem with the file's contents raises ``CheckpointError``.
+    Any problem with the file's contents raises ``CheckpointError`` naming the file; nothing is allocated
+    beyond what the file's actual size justifies. A missing or unreadable file raises the usual OSError.
     """
-    with open(path, "rb") as file:
-        data = file.read()
+    file, size = _open_regular_file(path)
+    with file:
+        try:
+            return _load(path, file, size)
+        except MemoryError:
+            raise CheckpointError(path, f"its {size:,} bytes do not fit in memory") from None
 
+
+def _load(path, file, size: int) -> tuple[dict[str, np.ndarray], dict]:
     def check(condition, problem):
         if not condition:
             raise CheckpointError(path, problem)
 
-    check(len(data) > 0, "file is empty")
-    check(data[:len(MAGIC)] == MAGIC,
-          f"not a minitx checkpoint (starts with {data[:len(MAGIC)]!r}, not {MAGIC!r})")
-    check(len(data) >= _PREFIX.size + _DIGEST_SIZE, f"file is truncated ({len(data)} bytes)")
-    _, version, header_length = _PREFIX.unpack_from(data)
+    def read(n: int) -> bytes:
+        data = file.read(n)
+        check(len(data) == n, f"file is truncated (it changed while being read: {size:,} bytes at first)")
+        return data
+
+    check(size > 0, "file is empty")
+    prefix = file.read(_PREFIX.size)
+    check(prefix[:len(MAGIC)] == MAGIC,
+          f"not a minitx checkpoint (starts with {prefix[:len(MAGIC)]!r}, not {MAGIC!r})")
+    check(size >= _PREFIX.size + _DIGEST_SIZE and len(prefix) == _PREFIX.size, f"file is truncated ({size} bytes)")
+    _, version, header_length = _PREFIX.unpack(prefix)
     check(version == VERSION, f"unsupported format version {version} (this code reads {VERSION})")
     header_end = _PREFIX.size + header_length
-    check(header_end + _DIGEST_SIZE <= len(data), "file is truncated (header runs past the end)")
+    check(header_end + _DIGEST_SIZE <= size, "file is truncated (header runs past the end)")
+    header_bytes = read(header_length)
     try:
-        header = json.loads(data[_PREFIX.size:header_end].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(path, f"header is not valid JSON ({error})") from None
+        header = json.loads(header_bytes.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: JSONDecodeError, huge ints
+        raise CheckpointError(path, f"header is not valid JSON ({_clip(str(error), 200)})") from None
 
     check(isinstance(header, dict) and isinstance(header.get("meta"), dict)
           and isinstance(header.get("tensors"), list), "header lacks 'meta' or 'tensors'")
-    expected_offset = 0
+    # Every size is checked, with Python ints (exact, no overflow), against the file's real size before
+    # anything is allocated.
+    plan, names, expected_offset = [], set(), 0
     for entry in header["tensors"]:
-        check(isinstance(entry, dict) and isinstance(entry.get("name"), str),
-              f"bad tensor entry {entry!r}")
+        check(isinstance(entry, dict) and isinstance(entry.get("name"), str), f"bad tensor entry {_short(entry)}")
         name, dtype, shape = entry["name"], entry.get("dtype"), entry.get("shape")
-        check(dtype in DTYPES, f"tensor {name!r}: unsupported dtype {dtype!r}")
-        check(isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape),
-              f"tensor {name!r}: bad shape {shape!r}")
-        check(entry.get("offset") == expected_offset
-              and entry.get("nbytes") == DTYPES[dtype].itemsize * math.prod(shape),
+        check(isinstance(dtype, str) and dtype in DTYPES, f"tensor {name!r}: unsupported dtype {_short(dtype)}")
+        check(isinstance(shape, list), f"tensor {name!r}: bad shape {_short(shape)}")
+        check(len(shape) <= MAX_DIMS, f"tensor {name!r}: {len(shape)} dimensions (at most {MAX_DIMS})")
+        check(all(type(n) is int and n >= 0 for n in shape), f"tensor {name!r}: bad shape {_short(shape)}")
+        nbytes = DTYPES[dtype].itemsize * math.prod(shape)
+        offset, stored_nbytes = entry.get("offset"), entry.get("nbytes")
+        check(type(offset) is int and offset == expected_offset
+              and type(stored_nbytes) is int and stored_nbytes == nbytes,
               f"tensor {name!r}: offset/size do not match dtype and shape")
-        expected_offset += entry["nbytes"]
+        end = header_end + expected_offset + nbytes + _DIGEST_SIZE
+        check(end <= size, f"file is truncated: tensor {name!r} ({dtype} {_short(shape)}, {nbytes:,} bytes) "
+                           f"runs past the end of the file ({size:,} bytes)")
+        check(name not in names, f"duplicate tensor name {name!r}")
+        names.add(name)
+        plan.append((name, dtype, shape, nbytes))
+        expected_offset += nbytes
     expected_size = header_end + expected_offset + _DIGEST_SIZE
-    check(len(data) >= expected_size, f"file is truncated ({len(data)} of {expected_size} bytes)")
-    check(len(data) == expected_size, f"unexpected {len(data) - expected_size} trailing bytes")
-    check(hashlib.sha256(data[:-_DIGEST_SIZE]).digest() == data[-_DIGEST_SIZE:],
-          "checksum mismatch: the file is corrupted")
+    check(size == expected_size, f"unexpected {size - expected_size} trailing bytes")
 
+    digest = hashlib.sha256(prefix)
+    digest.update(header_bytes)
     tensors = {}
-    for entry in header["tensors"]:
-        check(entry["name"] not in tensors, f"duplicate tensor name {entry['name']!r}")
-        start = header_end + entry["offset"]
-        raw = data[start:start + entry["nbytes"]]
-        # .copy() makes the array writable and independent of the file buffer;
-        # astype with the native name turns '<f4' into the platform's own order.
-        array = np.frombuffer(raw, dtype=DTYPES[entry["dtype"]]).reshape(entry["shape"])
-        tensors[entry["name"]] = array.astype(entry["dtype"], copy=True)
+    for name, dtype, shape, nbytes in plan:
+        buffer = np.empty(nbytes, dtype=np.uint8)  # ours, so the array is writable and independent of the file
+        view = memoryview(buffer)
+        filled = 0
+        while filled < nbytes:
+            got = file.readinto(view[filled:])
+            check(got, f"file is truncated (it changed while being read: {size:,} bytes at first)")
+            filled += got
+        digest.update(view)
+        array = buffer.view(DTYPES[dtype]).reshape(shape)
+        if not array.dtype.isnative:  # a big-endian machine: convert to its own byte order
+            array = array.astype(dtype)
+        tensors[name] = array
+    check(digest.digest() == read(_DIGEST_SIZE), "checksum mismatch: the file is corrupted")
+    for name, dtype, _, _ in plan:
+        if dtype == "bool" and tensors[name].size:
+            check(int(tensors[name].view(np.uint8).max()) <= 1,
+                  f"tensor {name!r}: bool data holds bytes other than 0 and 1")
     return tensors, header["meta"]
 
 
@@ -205,14 +436,25 @@ def save_model(path, model, optimizer=None, meta: dict | None = None, overwrite:
     save(path, tensors, full, overwrite=overwrite)
 
 
+# Transformer(cfg) allocates, besides the parameters, RoPE cos/sin tables of n_ctx x head_dim/2 values each: n_ctx
+# x head_dim values in all, set by n_ctx alone, which nothing stored in the file constrains (a learned position
+# table is a parameter, so the file's size already bounds it). A file may therefore ask for tables as large as
+# the parameters it actually stores (loading it at most doubles its own footprint), or up to this floor whatever
+# its size, so that a small model with a long context (131072 positions of head_dim 64 in float32 is 32 MiB)
+# still loads. A tiny file claiming n_ctx = 10^9 is refused before anything is built.
+ROPE_TABLE_FLOOR_BYTES = 64 * 2**20
+
+
 def load_model(path):
     """Read a file written by `save_model`: returns (model, optimizer or None, meta).
 
     The model is rebuilt from the stored config and dtype, and its parameters are the stored ones, bit for bit;
     the AdamW state (m, v, step count and hyperparameters) is restored when the file has it. Anything wrong
     with the file (not a model checkpoint, a config minitx cannot build, tensors of the wrong size or dtype,
-    NaN or inf values) raises CheckpointError before a model is returned.
+    NaN or inf values, a config asking for far more memory than the file justifies) raises CheckpointError
+    before a model is built.
     """
+    from ..accounting.formulas import num_params
     from ..core.config import Config
     from ..core.model import Transformer
     from ..core.optim import AdamW
@@ -226,42 +468,58 @@ def load_model(path):
             raise CheckpointError(path, problem)
 
     check(meta.get("format") == MODEL_FORMAT,
-          f"not a model checkpoint (meta format {meta.get('format')!r}, expected {MODEL_FORMAT!r})")
+          f"not a model checkpoint (meta format {_short(meta.get('format'))}, expected {MODEL_FORMAT!r})")
     dtype = meta.get("dtype")
-    check(dtype in MODEL_DTYPES, f"unsupported model dtype {dtype!r} (minitx runs {', '.join(MODEL_DTYPES)})")
+    check(isinstance(dtype, str) and dtype in MODEL_DTYPES,
+          f"unsupported model dtype {_short(dtype)} (minitx runs {', '.join(MODEL_DTYPES)})")
     check(isinstance(meta.get("config"), dict), "meta lacks the model config")
     try:
         cfg = Config.from_dict(meta["config"])
-    except (ValueError, TypeError) as error:
-        raise CheckpointError(path, f"bad model config: {error}") from None
+    except (ValueError, TypeError, OverflowError) as error:
+        raise CheckpointError(path, f"bad model config: {_clip(str(error), 300)}") from None
+    check(isinstance(cfg.name, str), f"bad model config: name {_short(cfg.name)} is not a string")
     has_adam = "adam" in meta
     expected = {"params", "adam_m", "adam_v"} if has_adam else {"params"}
     check(set(tensors) == expected, f"tensors {sorted(tensors)} do not match the meta (expected {sorted(expected)})")
-    n = sum(spec.size for spec in param_table(cfg))     # checked before allocating a model of that size
-    if cfg.position == "rope":                           # the RoPE tables grow with n_ctx, not with n
-        check(cfg.n_ctx * cfg.head_dim <= 2**31, f"config n_ctx={cfg.n_ctx} is implausibly large")
+    # The closed-form count (Python ints) first: param_table would list every layer, and n_layers is only
+    # bounded once the count has matched the stored tensor.
+    n = num_params(cfg)
     for name in sorted(expected):
         t = tensors[name]
         check(t.dtype.name == dtype and t.shape == (n,),
               f"tensor {name!r} is {t.dtype.name} {t.shape}; config {cfg.name!r} needs {dtype} ({n},)")
-        check(bool(np.all(np.isfinite(t))), f"tensor {name!r} holds NaN or inf")
+    check(sum(spec.size for spec in param_table(cfg)) == n, "parameter table and count disagree")
+    itemsize = np.dtype(dtype).itemsize
+    if cfg.position == "rope":
+        table_bytes = cfg.n_ctx * cfg.head_dim * itemsize
+        limit = max(ROPE_TABLE_FLOOR_BYTES, n * itemsize)
+        check(table_bytes <= limit,
+              f"config n_ctx={cfg.n_ctx} would need {table_bytes / 2**20:,.0f} MiB of RoPE tables for "
+              f"{n * itemsize / 2**20:,.1f} MiB of stored parameters (at most the larger of the two, or "
+              f"{ROPE_TABLE_FLOOR_BYTES // 2**20} MiB, is accepted)")
+    for name in sorted(expected):
+        check(bool(np.all(np.isfinite(tensors[name]))), f"tensor {name!r} holds NaN or inf")
+    adam = meta.get("adam")
+    if has_adam:
+        check(isinstance(adam, dict), "meta 'adam' is not a dict")
+        t = adam.get("t")
+        check(type(t) is int and t >= 0, f"bad Adam step count {_short(t)}")
+        betas = adam.get("betas")
+        check(isinstance(betas, list) and len(betas) == 2, f"bad Adam betas {_short(betas)}")
+        check(bool(np.all(tensors["adam_v"] >= 0)), "Adam's second moment has negative entries")
 
-    model = Transformer(cfg, dtype=dtype)
+    try:
+        model = Transformer(cfg, dtype=dtype)
+    except MemoryError:
+        raise CheckpointError(path, f"config {cfg.name!r} does not fit in memory") from None
     model.flat[...] = tensors["params"]
     optimizer = None
     if has_adam:
-        adam = meta["adam"]
-        check(isinstance(adam, dict), "meta 'adam' is not a dict")
-        t = adam.get("t")
-        check(type(t) is int and t >= 0, f"bad Adam step count {t!r}")
-        betas = adam.get("betas")
-        check(isinstance(betas, list) and len(betas) == 2, f"bad Adam betas {betas!r}")
-        check(bool(np.all(tensors["adam_v"] >= 0)), "Adam's second moment has negative entries")
         try:
             optimizer = AdamW(model, lr=adam.get("lr"), betas=tuple(betas), eps=adam.get("eps"),
                               weight_decay=adam.get("weight_decay"))
-        except (ValueError, TypeError) as error:
-            raise CheckpointError(path, f"bad Adam hyperparameters: {error}") from None
+        except (ValueError, TypeError, OverflowError) as error:
+            raise CheckpointError(path, f"bad Adam hyperparameters: {_clip(str(error), 300)}") from None
         optimizer.m[...] = tensors["adam_m"]
         optimizer.v[...] = tensors["adam_v"]
         optimizer.t = t

@@ -16,18 +16,19 @@ Everything else is a rename. Gemma's norm weights need no conversion: HF stores 
 does minitx when `cfg.norm_unit_offset` is set.
 
 `name_map(cfg)` is the single table of (minitx name, HF names, widths, layout) that both directions read, so
-loading and exporting cannot drift apart. Non-goals: sharded checkpoints, quantised weights, bfloat16 files
-(NumPy has no bfloat16), and the tokenizer.
+loading and exporting cannot drift apart. Non-goals: sharded checkpoints, quantised weights, and the tokenizer.
 """
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
+from .. import dtypes
 from ..core.config import Config
 from ..core.model import Transformer
 from ..core.params import param_table
@@ -122,6 +123,15 @@ def name_map(cfg: Config, base: str | None = None) -> list[NameMap]:
 
 # ---- loading ----------------------------------------------------------------------------------------------------
 
+class HFLoadError(ValueError):
+    """A Hugging Face checkpoint minitx cannot load; the message names the file (or "state dict") and the
+    problem. Every failure to read or fit a checkpoint is one of these, whatever library read the file."""
+
+
+# What a checkpoint's weights may be stored in (real ones ship in bfloat16 or float16); all are cast on loading.
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def load_hf(config: str | os.PathLike | Mapping[str, Any] | Config, state_dict: str | os.PathLike | Mapping,
             dtype: str = "float32") -> Transformer:
     """A `Transformer` holding a Hugging Face checkpoint's weights.
@@ -131,50 +141,69 @@ def load_hf(config: str | os.PathLike | Mapping[str, Any] | Config, state_dict: 
                 Keys may lack the base-model prefix ("transformer." / "model."), as GPT2Model/LlamaModel save them.
                 Non-parameter buffers (GPT-2's attn.bias / attn.masked_bias, rotary_emb.inv_freq) are ignored.
                 Tied models may include `lm_head.weight` only if it equals the embedding.
-    dtype       the model's float type; weights are cast to it.
+    dtype       the model's float type; weights stored in float16, bfloat16, float32 or float64 are cast to it.
 
-    Raises one ValueError listing every missing, unknown and misshapen tensor; TypeError for non-float
-    tensors; ValueError naming any tensor that holds NaN or inf (after the cast).
+    Raises HFLoadError (a ValueError) naming the file and listing every missing, unknown, misshapen or
+    non-float tensor, and any that holds NaN or inf (after the cast).
     """
     cfg = config if isinstance(config, Config) else Config.from_hf(config)
-    tensors = _read_state_dict(state_dict)
+    where = os.fspath(state_dict) if isinstance(state_dict, (str, os.PathLike)) else "state dict"
+    tensors = _read_state_dict(state_dict, where)
     table = name_map(cfg, base=_guess_base(cfg, tensors))
-    _check_names_and_shapes(cfg, table, tensors)
+    _check_names_and_shapes(cfg, table, tensors, where)
     model = Transformer(cfg, dtype=dtype)
     bad_dtype, non_finite = [], []
     for entry in table:
         parts = [np.asarray(tensors[name]) for name in entry.hf]
-        bad_dtype += [f"{name} ({p.dtype})" for name, p in zip(entry.hf, parts) if p.dtype.kind != "f"]
-        if any(p.dtype.kind != "f" for p in parts):
+        bad = [f"{name} ({p.dtype})" for name, p in zip(entry.hf, parts) if _float_name(p.dtype) is None]
+        if bad:
+            bad_dtype += bad
             continue
         dst = model.params[entry.minitx]
         with np.errstate(over="ignore"):        # a float64 value beyond float32's range is reported just below
-            dst[...] = entry.to_minitx(parts)   # casts to the model dtype on assignment
+            dst[...] = entry.to_minitx([p.astype(model.dtype) for p in parts])
         if not np.all(np.isfinite(dst)):
             non_finite.append(_describe_non_finite(entry, parts, model.dtype))
     if bad_dtype:
-        raise TypeError(f"weights must be floating point; these are not: {', '.join(bad_dtype)}")
+        raise HFLoadError(f"{where}: weights must be stored in {', '.join(FLOAT_DTYPES)}; these are not: "
+                          f"{', '.join(bad_dtype)} (.npz files cannot mark bfloat16: save those as .safetensors)")
     if non_finite:
-        raise ValueError("weights hold NaN or inf: " + "; ".join(non_finite))
+        raise HFLoadError(f"{where}: weights hold NaN or inf: " + "; ".join(non_finite))
     return model
 
 
-def _read_state_dict(source) -> Mapping[str, Any]:
+def _float_name(dtype: np.dtype) -> str | None:
+    try:
+        name = dtypes.name(dtype)
+    except ValueError:
+        return None
+    return name if name in FLOAT_DTYPES else None
+
+
+def _read_state_dict(source, where: str) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return source
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"state_dict must be a mapping name -> array or a path, got {type(source).__name__}")
-    path = os.fspath(source)
+    path = where
     if path.endswith(".safetensors"):
         try:
+            from safetensors import SafetensorError
             from safetensors.numpy import load_file  # optional: only needed for .safetensors files
         except ImportError:
             raise ImportError(f"reading {path!r} needs the safetensors package: pip install safetensors") from None
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError, TypeError) as e:
+            raise HFLoadError(f"{path}: not a readable .safetensors file: {getattr(e, 'strerror', None) or e}") \
+                from None
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as archive:  # never unpickle: a checkpoint is data, not code
-            return {name: archive[name] for name in archive.files}
-    raise ValueError(f"state_dict path {path!r} must end in .safetensors or .npz")
+        try:
+            with np.load(path, allow_pickle=False) as archive:  # never unpickle: a checkpoint is data, not code
+                return {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise HFLoadError(f"{path}: not a readable .npz file: {getattr(e, 'strerror', None) or e}") from None
+    raise HFLoadError(f"{path}: a state_dict path must end in .safetensors or .npz")
 
 
 def _guess_base(cfg: Config, tensors: Mapping) -> str:
@@ -186,7 +215,7 @@ def _guess_base(cfg: Config, tensors: Mapping) -> str:
     return "" if bare else prefix
 
 
-def _check_names_and_shapes(cfg: Config, table: list[NameMap], tensors: Mapping) -> None:
+def _check_names_and_shapes(cfg: Config, table: list[NameMap], tensors: Mapping, where: str) -> None:
     """Raise one ValueError that lists every missing, unknown and misshapen tensor (not just the first)."""
     required = {name: shape for entry in table for name, shape in zip(entry.hf, entry.hf_shapes())}
     # A tied model's head is optional: PyTorch's state_dict() lists the shared tensor, save_pretrained drops it.
@@ -209,7 +238,7 @@ def _check_names_and_shapes(cfg: Config, table: list[NameMap], tensors: Mapping)
         problems.append(f"lm_head.weight differs from {wte_name}, but the config ties them "
                         "(tie_word_embeddings=True)")
     if problems:
-        raise ValueError(f"state dict does not fit config {cfg.name!r} ({hf_family(cfg)} layout, "
+        raise HFLoadError(f"{where} does not fit config {cfg.name!r} ({hf_family(cfg)} layout, "
                          f"{cfg.n_layers} layers): " + "; ".join(problems))
 
 

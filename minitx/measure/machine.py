@@ -84,6 +84,16 @@ def physical_memory() -> tuple[float, bool]:
     return float(pages * page_size), True
 
 
+def require_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, an array larger than this machine's memory: a ValueError that says how much is
+    asked and what there is, instead of an allocation the system kills (a 70B preset's weights: 276 GB)."""
+    memory, _ = physical_memory()
+    if nbytes > memory:
+        raise ValueError(f"{what} needs {nbytes / 1e9:,.1f} GB, more than this machine's {memory / 1e9:,.1f} GB of "
+                         "memory (GB = 1e9 bytes); the closed forms (minitx.formulas, the calculator commands) "
+                         "describe models of any size without allocating them")
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:

@@ -10,8 +10,8 @@ Two kinds of prediction, each with its assumptions in its docstring:
 
     op by op       every op of `formulas.prefill` / `formulas.decode_step` on `minitx.roofline` (an unfused
                    implementation: each op a trip to memory): serving_point, sweep, critical_batch
-    whole step     decode_floor    decode step ≥ (weight bytes + B · KV bytes per sequence) / bandwidth, or
-                                   2·B·P / peak when that is larger (the Scaling Book's "if there is one thing")
+    whole step     decode_floor    decode step ≥ B · KV bytes per sequence / bandwidth + max(weight bytes /
+                                   bandwidth, 2·B·P / peak) (the Scaling Book's "if there is one thing")
                    prefill_floor   prefill ≈ (2·P·tokens + causal attention FLOPs) / peak
                    max_batch       the largest batch whose KV cache fits in memory next to the weights
 """
@@ -91,18 +91,31 @@ def decode_steps(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int
                  steps: int) -> tuple[float, float]:
     """(mean step time, mean step intensity) over decode steps with first, first+1, ..., first+steps-1 tokens
     cached: exact, without building every step. Each op's FLOPs and bytes are affine in the cache length (the
-    scores, softmax and mix grow by one key per step), so two steps give every other; the per-op max is then
-    taken step by step."""
+    scores, softmax and mix grow by one key per step), so two steps give every other, and each op's time,
+    the max of two affine functions of the step, sums in closed form: memory and time stay constant however
+    many steps."""
     steps = checks.integer("steps", steps)
     a = decode_roofline(cfg, hardware, dtype, batch, first)
     if steps == 1:
         return a.time, a.intensity
     b = decode_roofline(cfg, hardware, dtype, batch, first + steps - 1)
-    k = np.arange(steps)[:, None] / (steps - 1)                      # (steps, 1) from 0 to 1
-    tc = np.array([o.t_compute for o in a.ops]) * (1 - k) + np.array([o.t_compute for o in b.ops]) * k
-    tm = np.array([o.t_memory for o in a.ops]) * (1 - k) + np.array([o.t_memory for o in b.ops]) * k
-    mean_time = float(np.maximum(tc, tm).sum(axis=1).mean())
-    return mean_time, (a.flops + b.flops) / (a.bytes + b.bytes)      # mean FLOPs / mean bytes
+    tm0, tm1 = np.array([o.t_memory for o in a.ops]), np.array([o.t_memory for o in b.ops])
+    d0 = np.array([o.t_compute for o in a.ops]) - tm0                 # compute − memory time, first step
+    d1 = np.array([o.t_compute for o in b.ops]) - tm1                 # ... last step
+    # Σ_k max(tc, tm) = Σ_k tm + Σ_k max(d0 + slope·k, 0), k = 0..n-1: the second sum runs over the steps on the
+    # positive side of the line's zero, an arithmetic series.
+    n, slope = steps, (d1 - d0) / (steps - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zero = np.where(slope != 0, -d0 / np.where(slope != 0, slope, 1), np.inf)
+    rising = slope > 0                        # positive for k > zero: k = lo..n-1
+    lo = np.clip(np.floor(zero) + 1, 0, n)
+    hi = np.clip(np.ceil(zero) - 1, -1, n - 1)   # falling: positive for k < zero: k = 0..hi
+    count = np.where(rising, n - lo, hi + 1)
+    first_k = np.where(rising, lo, 0)
+    series = count * d0 + slope * count * (2 * first_k + count - 1) / 2
+    positive = np.where(slope == 0, n * np.maximum(d0, 0), series)
+    total = n * (tm0 + tm1) / 2 + positive
+    return float(total.sum() / n), (a.flops + b.flops) / (a.bytes + b.bytes)      # mean FLOPs / mean bytes
 
 
 def serving_point(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batch: int = 1,
