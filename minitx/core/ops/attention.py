@@ -6,8 +6,8 @@ that must know which rows belong to which sequence, so it runs in two stages:
 
     split   qkv (N, (NH+2KV)·HS) -> q, a flat (N·NH·HS,) buffer laid out block by block, each block's queries a
             (b, NH, n, HS) array (block_queries views it); each token's k and v are written into the KV store's
-            pools (R, KV, X, HS): position p of slot s at row table[s, p // X], column p % X. A contiguous cache
-            has one row per sequence slot (table[s] = [s], X = its max_len): row s, column p.
+            pools (R, KV, X, HS): position p of slot s at row table[s, (p // X) % rows], column p % X. A
+            contiguous cache has one row per sequence slot (table[s] = [s], X = its max_len): row s, column p.
             (rope: the same copy, rotating q and k by their positions on the way: HF's rotate-half convention)
   then, block by block (Transformer._block_forward), with the block's keys and values k, v (b, KV, S, HS) read
   back from the store, S = p + n (store.keys: a plain view for a contiguous store):
@@ -73,7 +73,8 @@ def _split_fwd(qkv, pos, blocks, cos, sin, NH, KV, q, k_pool, v_pool, table):
     # One pass over the tokens, block by block (see minitx.core.batch). Token r is sequence bi's token ti of its
     # block, at position p. Its query goes to q laid out as the block's (b, NH, n, HS) array; its key and value
     # to row `row`, column `col` of the KV pools (R, KV, X, HS): with X positions per row, position p lives in
-    # the slot's block table entry p // X, at p % X (a contiguous cache has one row per slot: row = slot, col = p).
+    # the slot's block table entry (p // X) mod its rows, at p % X (a contiguous cache: one row per slot, row = slot,
+    # col = p; a rolling one, X positions reused in turn: col = p % X).
     # RoPE rotates each (x_j, x_{j+HS/2}) pair of q and k by the angle pos·θ_j on the way; v is copied as is.
     HS = k_pool.shape[3]
     X = k_pool.shape[2]
@@ -89,7 +90,7 @@ def _split_fwd(qkv, pos, blocks, cos, sin, NH, KV, q, k_pool, v_pool, table):
                 p = pos[r]
                 # Where this token's k and v live, now and for every later call that reads this sequence's keys.
                 # The sequences of a block sit in consecutive slots, so sequence bi is slot slot + bi.
-                row, col = table[slot + bi, p // X], p % X
+                row, col = table[slot + bi, (p // X) % table.shape[1]], p % X
                 # The block's (b, NH, n, HS) array starts at its first token's share of the buffer, start·NH·HS
                 # (every token owns NH·HS entries of q, wherever they sit). Inside it, q[bi, h, ti, :] is at
                 # ((bi·NH + h)·n + ti)·HS = qbase + h·n·HS: each head's n queries of a sequence are contiguous,
@@ -147,7 +148,7 @@ def _split_bwd(dq, dk_pool, dv_pool, pos, blocks, cos, sin, NH, table, dqkv):
                 # the same walk and the same addresses as the forward: see _split_fwd
                 r = start + bi * n + ti
                 p = pos[r]
-                row, col = table[slot + bi, p // X], p % X
+                row, col = table[slot + bi, (p // X) % table.shape[1]], p % X
                 qbase = start * NH * HS + (bi * NH * n + ti) * HS
                 for h in range(NH + KV):
                     base = h * HS
