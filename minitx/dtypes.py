@@ -12,6 +12,8 @@ and takes ceil(n / 2) bytes; every other format is a whole number of bytes per v
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # canonical name -> (bits per value, short name)
@@ -75,6 +77,18 @@ def short(dtype) -> str:
     return FORMATS[name(dtype)][1]
 
 
+def storage(dtype) -> np.dtype:
+    """The NumPy dtype that stores values of a format: bfloat16 through ml_dtypes (the small library JAX uses
+    for it); int4 has none of its own (two values are packed into each uint8)."""
+    fmt = name(dtype)
+    if fmt == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    if fmt in ("int4", "tfloat32", "float8"):
+        raise ValueError(f"{fmt} has no NumPy storage dtype of its own")
+    return np.dtype(fmt)
+
+
 def numpy_dtype(dtype, arg: str = "dtype") -> np.dtype:
     """The NumPy dtype of a format minitx can run in (RUNNABLE), else a ValueError naming `arg`."""
     try:
@@ -84,3 +98,75 @@ def numpy_dtype(dtype, arg: str = "dtype") -> np.dtype:
     if canonical not in RUNNABLE:
         raise ValueError(f"{arg}={dtype!r} is not supported; choose one of {', '.join(RUNNABLE)}")
     return np.dtype(canonical)
+
+
+# ---- how a model stores its numbers ------------------------------------------------------------------------------
+
+ACTIVATION_FORMATS = ("float64", "float32", "bfloat16", "float16")
+QUANTIZED_FORMATS = ("int8", "int4")
+SCALE_FORMAT = "float16"       # one scale per group of a quantized weight's inputs
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The number formats of one deployment: activations (what the ops compute in and pass on), weights, KV cache.
+
+    Weights are stored either in the activations' format or quantized (int8, int4). Quantized applies to the
+    matrices of the layers (q|k|v, the output projection, the MLP's up and down), weight-only and symmetric: each
+    int value times a float16 scale shared by a group of `group_size` inputs of one output, scales (K/g, M) for a
+    (K, M) matrix; int4 packs two values to a byte along the outputs, a row of M values in ceil(M/2) bytes. Every
+    other parameter (embeddings, norms, biases, an untied LM head) stays in the activations' format. The KV cache
+    may use any float format or int8."""
+    activations: str = "float32"
+    weights: str | None = None           # None: as activations
+    kv: str | None = None                # None: as activations
+    group_size: int = 128
+
+    def __post_init__(self):
+        act = name(self.activations)
+        weights = act if self.weights is None else name(self.weights)
+        kv = act if self.kv is None else name(self.kv)
+        if act not in ACTIVATION_FORMATS:
+            raise ValueError(f"activations={self.activations!r}: choose one of {', '.join(ACTIVATION_FORMATS)}")
+        if weights not in (act,) + QUANTIZED_FORMATS:
+            raise ValueError(f"weights={self.weights!r}: weights are stored in the activations' format ({act}) or "
+                             f"quantized ({', '.join(QUANTIZED_FORMATS)})")
+        if kv not in ACTIVATION_FORMATS + ("int8",):
+            raise ValueError(f"kv={self.kv!r}: choose one of {', '.join(ACTIVATION_FORMATS + ('int8',))}")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1:
+            raise ValueError(f"group_size={self.group_size!r} must be a positive integer")
+        for field, value in (("activations", act), ("weights", weights), ("kv", kv)):
+            object.__setattr__(self, field, value)
+
+    @property
+    def quantized(self) -> bool:
+        return self.weights in QUANTIZED_FORMATS
+
+    def matrix_bytes(self, n_in: int, n_out: int) -> int:
+        """Bytes of a layer's (n_in, n_out) weight matrix as stored: values (packed for int4) plus scales."""
+        if not self.quantized:
+            return n_in * n_out * itemsize(self.weights)
+        if n_in % self.group_size:
+            raise ValueError(f"group_size={self.group_size} does not divide a weight's input width {n_in}: each "
+                             "group of inputs shares one scale, so the width must be a multiple of it")
+        return n_in * nbytes(self.weights, n_out) + (n_in // self.group_size) * n_out * itemsize(SCALE_FORMAT)
+
+    def __str__(self) -> str:
+        parts = [self.activations] + [f"{k} {v}" for k, v in (("weights", self.weights), ("KV", self.kv))
+                                       if v != self.activations]
+        return ", ".join(parts) + (f" (groups of {self.group_size})" if self.quantized else "")
+
+
+def precision(dtype=None, weights=None, kv=None, group_size: int = 128) -> Precision:
+    """A Precision from a format name or a Precision, with weights/kv overriding it. A float format sets all
+    three; "int8" means int8 weights and KV cache with bfloat16 activations (W8A16), "int4" int4 weights with a
+    bfloat16 KV cache and activations (W4A16): what the calculators' --dtype int8 / int4 describe."""
+    if isinstance(dtype, Precision):
+        if weights is None and kv is None:
+            return dtype
+        dtype, weights, kv, group_size = (dtype.activations, weights or dtype.weights, kv or dtype.kv,
+                                          dtype.group_size)
+    fmt = "float32" if dtype is None else name(dtype)
+    if fmt in QUANTIZED_FORMATS:
+        fmt, weights, kv = "bfloat16", weights or fmt, kv or ("int8" if fmt == "int8" else None)
+    return Precision(fmt, weights, kv, group_size)

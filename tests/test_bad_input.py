@@ -214,11 +214,17 @@ def test_every_preset_is_valid_and_round_trips():
 
 # ---- Transformer ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", ["float16", "int32", "bfloat16", "bogus", None, np.float16, np.int64, 3, "",
-                                   "complex128"])
+@pytest.mark.parametrize("dtype", ["int32", "bogus", None, np.int64, 3, "", "complex128", "int8", "int4"])
 def test_transformer_rejects_bad_dtype(dtype):
-    with pytest.raises(ValueError, match=r"dtype=.* is not supported; choose one of float32, float64"):
+    with pytest.raises(ValueError, match=r"dtype .* is unknown|activations=.*: choose one of"):
         Transformer(CFG, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", np.float16])
+def test_16_bit_models_are_counted_shape_only(dtype):
+    with pytest.raises(ValueError, match="runs shape-only here"):
+        Transformer(CFG, dtype=dtype)
+    assert Transformer(CFG, dtype=dtype, shape_only=True).flat.dtype.itemsize == 2
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", np.float32, np.dtype("float64"), "f4", "<f8"])

@@ -199,7 +199,11 @@ def test_memory_inference_llama_2_7b(capsys):
     assert data["parts"]["kv_cache"] == 2 * 2**30
     assert data["total"] == sum(data["parts"].values())
     int8 = run_json(["memory", "llama-2-7b", "--dtype", "int8", "--batch", "1", "--seq", "4096"], capsys)
-    assert int8["parts"]["weights"] == 6_738_415_616
+    # int8 weights: the 32 layers' matrices (4096·(12288 + 4096 + 22016) + 11008·4096 = 202,375,168 each layer)
+    # at 1 byte, plus one 2-byte scale per 128 inputs per output (2·(32·(12288 + 4096 + 22016) + 86·4096) =
+    # 3,162,112 bytes per layer, the down projection's K = 11008 = 86·128), and the other 262,410,240
+    # parameters (embeddings, head, norms) in bfloat16
+    assert int8["parts"]["weights"] == 6_476_005_376 + 3_162_112 * 32 + 2 * 262_410_240 == 7_102_013_440
 
 
 def test_memory_inference_reports_the_prefill_largest_activation(capsys):

@@ -334,10 +334,10 @@ HF_DEFAULTS = {
                  d_ff=3072, norm_eps=1e-5, tie_embeddings=True),
     "llama": dict(vocab_size=32000, n_ctx=2048, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
                   head_dim=128, d_ff=11008, norm_eps=1e-6, rope_theta=1e4, activation="silu", tie_embeddings=False),
-    # MistralConfig's sliding_window=4096 caps the context minitx can run exactly (max_position_embeddings 131072)
-    "mistral": dict(vocab_size=32000, n_ctx=4096, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+    # MistralConfig: 131,072 positions, each attending to the last sliding_window=4,096 keys
+    "mistral": dict(vocab_size=32000, n_ctx=131072, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
                     head_dim=128, d_ff=14336, norm_eps=1e-6, rope_theta=1e4, activation="silu",
-                    tie_embeddings=False),
+                    tie_embeddings=False, sliding_window=4096),
     "gemma": dict(vocab_size=256000, n_ctx=8192, d_model=3072, n_layers=28, n_heads=16, n_kv_heads=16,
                   head_dim=256, d_ff=24576, norm_eps=1e-6, rope_theta=1e4, activation="gelu_tanh",
                   tie_embeddings=True, embed_scale=True, norm_unit_offset=True),
@@ -356,11 +356,14 @@ def test_null_kv_heads_and_head_dim_mean_multi_head_and_hidden_over_heads():
     assert (cfg.n_kv_heads, cfg.head_dim) == (8, 8)
 
 
-def test_mistral_sliding_window_caps_the_context():
+def test_mistral_sliding_window_is_read_and_agrees_with_the_preset():
     base = {"model_type": "mistral", "max_position_embeddings": 32768}
-    assert Config.from_hf(base | {"sliding_window": 4096}).n_ctx == 4096     # Mistral 7B v0.1
-    assert Config.from_hf(base | {"sliding_window": None}).n_ctx == 32768    # v0.2 and later
-    assert Config.from_hf(base | {"sliding_window": 1 << 20}).n_ctx == 32768
+    v01 = Config.from_hf(base | {"sliding_window": 4096})                      # Mistral 7B v0.1
+    assert (v01.n_ctx, v01.sliding_window) == (32768, 4096)
+    assert v01.replace(name="mistral-7b", norm_eps=1e-5) == Config.preset("mistral-7b")
+    assert Config.from_hf(base | {"sliding_window": None}).sliding_window is None   # v0.2 and later
+    with pytest.raises(ValueError, match="sliding_window"):
+        Config.from_hf(base | {"sliding_window": 0})
 
 
 def test_gemma_legacy_gelu_means_tanh_gelu():

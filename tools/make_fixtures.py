@@ -10,6 +10,10 @@ To regenerate, in a virtual environment with ``pip install torch transformers nu
 
     python tools/make_fixtures.py            # writes tests/fixtures/*.npz
     python tools/make_fixtures.py --out DIR  # somewhere else
+    python tools/make_fixtures.py --only mistral_window_tiny  # just that file
+
+Each fixture has its own seed, so ``--only`` writes the same arrays as a full
+run (and leaves the other files, and their zip timestamps, untouched).
 
 This follows the llm.c pattern: build a tiny model in the reference framework,
 run one forward/backward pass and a few optimizer steps, and dump everything
@@ -23,11 +27,12 @@ For every config in ``CONFIGS`` we write ``<name>.npz`` holding:
     transformers_version  0-d str array
     config_json           0-d str array: json.dumps(model.config.to_dict()),
                           i.e. what a real config.json would contain
-    tokens, targets       (2, 8) int64; ``targets`` are explicit (NOT shifted labels)
+    tokens, targets       (2, T) int64; ``targets`` are explicit (NOT shifted labels);
+                          T = 8 (T = 12 for mistral_window_tiny, see FIXTURE_OPTIONS)
     param/<name>          every entry of model.state_dict(), float32, HF layout
                           as stored (GPT-2 Conv1D weights are (in, out);
                           Llama/Mistral/Gemma nn.Linear weights are (out, in))
-    logits                (2, 8, V) float32, forward on ``tokens``
+    logits                (2, T, V) float32, forward on ``tokens``
     loss                  float32 scalar, F.cross_entropy(logits, targets), mean
     grad/<name>           d loss / d param for every model.named_parameters()
                           (a tied weight appears once, both contributions summed)
@@ -36,8 +41,9 @@ For every config in ``CONFIGS`` we write ``<name>.npz`` holding:
     adamw_losses          (5,) float32, loss before each of 5 AdamW steps
     after/<name>          every named parameter after the 5 AdamW steps
     gen_prompt_{0,1}      (P,) int64 prompts (lengths 3 and 6)
-    gen_output_{0,1}      (10,) int64 greedy continuation (new tokens only),
-                          produced by HF ``generate`` with its own KV cache
+    gen_output_{0,1}      (N,) int64 greedy continuation (new tokens only),
+                          produced by HF ``generate`` with its own KV cache;
+                          N = 10 (N = 16 for mistral_window_tiny)
     gen_min_margin        float32, smallest top1 - top2 logit gap along both
                           greedy paths (>= 1e-2, so float32 noise cannot flip a token)
 
@@ -62,6 +68,21 @@ Notes on what transformers does (observed with transformers 5.24.0, torch 2.13.0
   gradient (HF's Gemma config defaults to pad_token_id=0).  We also set
   ``bos_token_id``/``eos_token_id`` to None so greedy generation never stops
   early (GPT-2's defaults, 50256, are not even inside our vocabulary).
+* Mistral's sliding window (``mistral_window_tiny``, W = ``sliding_window`` = 5):
+  query position i attends to key positions j with i - W < j <= i, i.e. W keys
+  counting itself.  ``MistralModel.forward`` uses
+  ``masking_utils.create_sliding_window_causal_mask`` whenever
+  ``config.sliding_window`` is not None; its mask function is
+  ``sliding_window_causal_mask_function(W)`` = ``sliding_window_overlay(W)``
+  (``kv_idx > q_idx - sliding_window``) AND ``causal_mask_function``
+  (``kv_idx <= q_idx``); ``eager_mask`` turns it into 0 / finfo(float32).min,
+  added to the scores.  (transformers 4.57.6 has the same rule.)  In
+  ``generate`` the cache is a ``DynamicCache`` of ``DynamicSlidingWindowLayer``s,
+  a rolling cache that keeps only the last W - 1 keys/values of each layer and
+  concatenates the new one, so each decode step sees exactly W keys.
+  For this fixture we also check that a window of W - 1, W + 1 or none gives
+  clearly different logits and would pick another token somewhere along each
+  set of greedy paths (``wrong_window_models``, ``wrong_choice_margin``).
 """
 
 from __future__ import annotations
@@ -155,6 +176,26 @@ CONFIGS: dict[str, dict] = {
         "tie_word_embeddings": True,
         **NO_SPECIAL_TOKENS,
     },
+    # Mistral v0.1-style sliding-window attention with a window (5) much shorter
+    # than the sequences (12 for the forward pass, up to 22 when generating),
+    # so that the window really hides keys.  See FIXTURE_OPTIONS below.
+    "mistral_window_tiny": {
+        "model_type": "mistral",
+        "vocab_size": 61,
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,  # grouped-query attention: 2 query heads per kv head
+        "head_dim": 6,  # deliberately != hidden_size / num_attention_heads (= 4)
+        "max_position_embeddings": 32,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "sliding_window": 5,  # query i sees keys j with i - 5 < j <= i
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        **NO_SPECIAL_TOKENS,
+    },
 }
 
 SEED = 1234  # base seed; config i uses SEED + i
@@ -175,6 +216,31 @@ GEN_NEW_TOKENS = 10
 GEN_MIN_MARGIN = 1e-2  # required gap between top-1 and top-2 logits along the greedy path
 GEN_MIN_DISTINCT = 3  # each continuation must hold >= 3 distinct tokens (not "x x x x ...")
 GEN_MAX_TRIES = 1000
+
+# Per-fixture overrides of the settings above (a fixture not listed uses the
+# defaults).  ``mistral_window_tiny`` has longer sequences than its window, and
+# generates past the window; its model is narrower (hidden 16), so its weights
+# are scaled up by sqrt(32 / 16) to keep logits about as peaked as the others'.
+DEFAULT_OPTIONS = {
+    "seq": SEQ,
+    "embed_std": EMBED_STD,
+    "matrix_std": MATRIX_STD,
+    "gen_prompt_lengths": GEN_PROMPT_LENGTHS,
+    "gen_new_tokens": GEN_NEW_TOKENS,
+}
+FIXTURE_OPTIONS: dict[str, dict] = {
+    "mistral_window_tiny": {
+        "seq": 12,
+        "embed_std": 0.3 * 2**0.5,
+        "matrix_std": 0.3 * 2**0.5,
+        "gen_prompt_lengths": (3, 6),  # 6 > window: the prefill itself is windowed
+        "gen_new_tokens": 16,  # up to position 21, far past the window of 5
+    },
+}
+
+
+def options(name: str) -> dict:
+    return {**DEFAULT_OPTIONS, **FIXTURE_OPTIONS.get(name, {})}
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +282,12 @@ def embedding_like_names(model: torch.nn.Module) -> set[str]:
 
 
 @torch.no_grad()
-def init_weights(model: torch.nn.Module, gen: torch.Generator) -> None:
+def init_weights(
+    model: torch.nn.Module,
+    gen: torch.Generator,
+    embed_std: float = EMBED_STD,
+    matrix_std: float = MATRIX_STD,
+) -> None:
     """Re-initialise every parameter so the fixtures exercise all the maths.
 
     * embeddings / untied lm_head ~ N(0, EMBED_STD^2), other matrices ~ N(0, MATRIX_STD^2):
@@ -235,9 +306,9 @@ def init_weights(model: torch.nn.Module, gen: torch.Generator) -> None:
         elif name.endswith(".bias"):
             p.add_(BIAS_NOISE_STD * noise)
         elif name in embeds:
-            p.copy_(EMBED_STD * noise)
+            p.copy_(embed_std * noise)
         else:
-            p.copy_(MATRIX_STD * noise)
+            p.copy_(matrix_std * noise)
 
 
 def clone_model(config: transformers.PretrainedConfig, state: dict[str, np.ndarray]) -> torch.nn.Module:
@@ -303,13 +374,13 @@ def adamw_run(model, tokens, targets) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def hf_generate(model, prompt: torch.Tensor) -> torch.Tensor:
+def hf_generate(model, prompt: torch.Tensor, new_tokens: int = GEN_NEW_TOKENS) -> torch.Tensor:
     """Greedy decoding with HF's own KV cache; returns only the new tokens."""
     ids = prompt[None, :]  # batch of one, no padding
     out = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
-        max_new_tokens=GEN_NEW_TOKENS,
+        max_new_tokens=new_tokens,
         do_sample=False,
         use_cache=True,
         pad_token_id=0,  # only to silence a warning: nothing is padded
@@ -333,40 +404,82 @@ def greedy_margins(model, prompt: torch.Tensor, new_tokens: torch.Tensor) -> np.
     return np.array(margins, dtype=np.float32)
 
 
-def generation(model, vocab: int, gen: torch.Generator) -> dict[str, np.ndarray]:
+def generation(
+    model,
+    vocab: int,
+    gen: torch.Generator,
+    prompt_lengths: tuple[int, ...] = GEN_PROMPT_LENGTHS,
+    num_new: int = GEN_NEW_TOKENS,
+    wrong_models: dict[str, torch.nn.Module] | None = None,
+) -> dict[str, np.ndarray]:
     """Draw random prompts until every greedy step has a clear winner.
 
     We also insist on continuations that are not one token repeated, so that
-    the test really depends on what the KV cache remembers.
+    the test really depends on what the KV cache remembers.  With
+    ``wrong_models`` (same weights, wrong attention pattern), we also insist
+    that each of them would clearly pick another token somewhere along the
+    greedy paths, so that an implementation computing that pattern fails.
     """
+    wrong_models = wrong_models or {}
     for _ in range(GEN_MAX_TRIES):
-        out, min_margin, min_distinct = {}, np.inf, GEN_NEW_TOKENS
-        for i, length in enumerate(GEN_PROMPT_LENGTHS):
+        out, min_margin, min_distinct = {}, np.inf, num_new
+        caught = dict.fromkeys(wrong_models, False)
+        for i, length in enumerate(prompt_lengths):
             prompt = torch.randint(0, vocab, (length,), generator=gen)
-            new_tokens = hf_generate(model, prompt)
-            assert new_tokens.shape == (GEN_NEW_TOKENS,)
+            new_tokens = hf_generate(model, prompt, num_new)
+            assert new_tokens.shape == (num_new,)
             min_margin = min(min_margin, greedy_margins(model, prompt, new_tokens).min())
             min_distinct = min(min_distinct, len(set(new_tokens.tolist())))
+            for wrong, wrong_model in wrong_models.items():
+                caught[wrong] |= wrong_choice_margin(wrong_model, prompt, new_tokens) >= GEN_MIN_MARGIN
             out[f"gen_prompt_{i}"] = to_numpy(prompt).astype(np.int64)
             out[f"gen_output_{i}"] = to_numpy(new_tokens).astype(np.int64)
-        if min_margin >= GEN_MIN_MARGIN and min_distinct >= GEN_MIN_DISTINCT:
+        if min_margin >= GEN_MIN_MARGIN and min_distinct >= GEN_MIN_DISTINCT and all(caught.values()):
             out["gen_min_margin"] = np.float32(min_margin)
             return out
     raise RuntimeError(f"no suitable prompts found in {GEN_MAX_TRIES} tries")
 
 
-def make_fixture(config_dict: dict, seed: int) -> dict[str, np.ndarray]:
+@torch.no_grad()
+def wrong_choice_margin(wrong_model, prompt: torch.Tensor, new_tokens: torch.Tensor) -> float:
+    """How clearly ``wrong_model`` departs from the greedy path ``new_tokens``.
+
+    The largest, over the greedy steps, of (wrong_model's top logit) - (its
+    logit for the token actually chosen), from one cache-free forward on
+    prompt + new_tokens.  If this is >= GEN_MIN_MARGIN at some step, an
+    implementation that computes wrong_model cannot reproduce new_tokens: it
+    follows them until that step at most, and then picks another token.
+    """
+    seq = torch.cat([prompt, new_tokens])
+    logits = wrong_model(seq[None, :-1]).logits[0, prompt.shape[0] - 1 :]
+    chosen = logits.gather(1, new_tokens[:, None])[:, 0]
+    return (logits.max(dim=1).values - chosen).max().item()
+
+
+def wrong_window_models(config_dict: dict, state: dict[str, np.ndarray]) -> dict[str, torch.nn.Module]:
+    """Same weights, but a window one too short, one too long, or none at all."""
+    window = config_dict.get("sliding_window")
+    if window is None:
+        return {}
+    variants = {"no_window": None, "window_minus_1": window - 1, "window_plus_1": window + 1}
+    models = {}
+    for name, wrong_window in variants.items():
+        models[name] = clone_model(build_config({**config_dict, "sliding_window": wrong_window}), state)
+    return models
+
+
+def make_fixture(config_dict: dict, seed: int, opts: dict = DEFAULT_OPTIONS) -> dict[str, np.ndarray]:
     """Everything for one config, as a flat dict of NumPy arrays."""
     torch.manual_seed(seed)  # HF's own init uses the global RNG
     gen = torch.Generator().manual_seed(seed)  # our draws use this one
 
     config = build_config(config_dict)
     model = build_model(config)
-    init_weights(model, gen)
+    init_weights(model, gen, opts["embed_std"], opts["matrix_std"])
     vocab = config.vocab_size
 
-    tokens = torch.randint(0, vocab, (BATCH, SEQ), generator=gen)
-    targets = torch.randint(0, vocab, (BATCH, SEQ), generator=gen)
+    tokens = torch.randint(0, vocab, (BATCH, opts["seq"]), generator=gen)
+    targets = torch.randint(0, vocab, (BATCH, opts["seq"]), generator=gen)
 
     fx: dict[str, np.ndarray] = {
         "format_version": np.int64(1),
@@ -380,7 +493,13 @@ def make_fixture(config_dict: dict, seed: int) -> dict[str, np.ndarray]:
     fx.update({f"param/{k}": v for k, v in initial.items()})
 
     fx.update(forward_backward(model, tokens, targets))
-    fx.update(generation(model, vocab, gen))
+    wrong = wrong_window_models(config_dict, initial)
+    for wrong_name, wrong_model in wrong.items():  # the window must change the logits
+        with torch.no_grad():
+            diff = (wrong_model(tokens).logits - model(tokens).logits).abs().max().item()
+        assert diff > 0.1, f"{wrong_name}: logits differ by only {diff}"
+        print(f"    {wrong_name}: max |logits difference| {diff:.3f}")
+    fx.update(generation(model, vocab, gen, opts["gen_prompt_lengths"], opts["gen_new_tokens"], wrong))
     # AdamW on a fresh copy, so the steps start from exactly the stored weights.
     fx.update(adamw_run(clone_model(config, initial), tokens, targets))
     return fx
@@ -414,9 +533,12 @@ def verify(path: str) -> None:
     for k, v in again.items():
         if k.startswith("grad/"):
             assert np.array_equal(v, fx[k]), f"{k} not bit-identical"
-    for i in range(len(GEN_PROMPT_LENGTHS)):
-        new = hf_generate(model, torch.from_numpy(fx[f"gen_prompt_{i}"]))
+    i = 0
+    while f"gen_prompt_{i}" in fx:
+        new = hf_generate(model, torch.from_numpy(fx[f"gen_prompt_{i}"]), fx[f"gen_output_{i}"].shape[0])
         assert np.array_equal(to_numpy(new), fx[f"gen_output_{i}"]), f"gen_output_{i} differs"
+        i += 1
+    assert i >= 1, "no generation prompts"
 
     size = os.path.getsize(path)
     assert size < 1_000_000, f"{path} is {size} bytes"
@@ -432,12 +554,22 @@ def verify(path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="tests/fixtures", help="output directory (default: tests/fixtures)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(CONFIGS),
+        metavar="NAME",
+        help="write only these fixtures (default: all); each keeps its own seed, so the output is the same",
+    )
     args = parser.parse_args()
 
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out, exist_ok=True)
     for i, (name, config_dict) in enumerate(CONFIGS.items()):
-        fx = make_fixture(config_dict, SEED + i)
+        if args.only and name not in args.only:
+            continue
+        print(f"{name}:")
+        fx = make_fixture(config_dict, SEED + i, options(name))
         path = os.path.join(args.out, f"{name}.npz")
         np.savez(path, **fx)
         verify(path)

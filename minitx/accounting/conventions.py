@@ -38,6 +38,29 @@ set-up, not the model's computation.
 Bytes are told apart by category: `weights` (parameters, and the RoPE cos/sin tables, read-only model constants),
 `activations` (everything computed per token, token ids and positions included), `kv_cache`, `gradients`,
 `optimizer_state` (Adam's m and v).
+
+Fused attention
+---------------
+`minitx.core.ops.fused_attention` runs a block's attention as one kernel (FlashAttention's online softmax,
+forward only): no score matrix is built, each (query, head) walks its visible keys a tile of FUSED_TILE keys at
+a time, keeping a running max m, a running sum l and an (HS,) accumulator o. Its FLOPs are what its loops do,
+per visible (query, key, head) entry, per tile and per (query, head) row; with vis the keys a query sees (pos + 1,
+or min(pos + 1, W) with a sliding window of W) and ceil(vis / FUSED_TILE) tiles cut from its own visible range:
+
+    per (query, head):  4·HS·vis + FUSED_PER_KEY·vis + (a·HS + b)·ceil(vis / TILE) + (c·HS + d)
+                        with (a, b) = FUSED_PER_TILE, (c, d) = FUSED_PER_ROW;  MACs: 2·HS·vis
+
+Unlike the unfused matmuls (the full rectangle, masked entries included), only the visible entries are computed:
+a fully masked key, or tile, is never visited and so never counted, and no tile is partly masked. The state is
+rescaled on every tile, also when the max did not move, so the count depends on the shapes alone, never the data.
+Bytes: **each operand counted once**, the traffic of an ideal fused kernel that reads every operand once from
+memory (the score tiles live in registers and cache): reads q (N·NH·HS), the positions (8 bytes per token), both
+under `activations`, and, per block of b sequences at positions p..p+n-1, each sequence's keys and values once:
+positions max(0, p − W + 1)..p + n − 1 (0..p + n − 1 without a window), 2·b·KV·count·HS·itemsize under the
+store's category; writes the output (N, NH·HS) once, heads side by side (no merge op). The block table and block
+descriptors are bookkeeping, as above. The kernel's own scratch (one sequence's keys of one kv head, transposed,
+reused by every query of the group: the GPU kernel's shared-memory tile) is not memory traffic.
+Training keeps the unfused path: its backward needs the probabilities the fused forward never stores.
 """
 
 # Norms, per row of C elements. LayerNorm forward: mean (C adds, 1 div), variance ((sub, mul, add)·C, 1 div),
@@ -79,6 +102,11 @@ ROPE = 3
 # Residual add, bias add (or bias-gradient sum), learned-position add, embedding scale, scatter-add: 1 each.
 ELEMENTWISE = 1
 
+# A quantized (int8/int4) weight is dequantized inside the matmul: one multiply by its group's scale, once per
+# weight per call (the kernel reuses each dequantized tile for every row). Unpacking int4 nibbles is integer work:
+# shifts and masks, not FLOPs.
+DEQUANTIZE = 1
+
 # AdamW, per parameter: decay p·(1 − lr·wd) (1), m = b1·m + (1 − b1)·g (3), v = b2·v + (1 − b2)·g² (4),
 # m̂ = m/bc1 (1), v̂ = v/bc2 (1), p −= lr·m̂/(sqrt(v̂) + eps) (5).
 ADAMW = 15
@@ -89,3 +117,15 @@ ADAMW = 15
 def split_op(position: str) -> tuple[str, str]:
     """(name suffix, op kind) of the head split for positions "learned" or "rope"."""
     return ("attn.rope", "rope") if position == "rope" else ("attn.split", "layout")
+
+
+# Fused attention (ops/fused_attention.py), per the loop of `_fused_fwd`:
+# keys per tile: the online softmax's state is rescaled once per tile of this many visible keys.
+FUSED_TILE = 64
+# Per visible (query, key, head) entry, beyond the 4·HS of the two multiply-adds q·k and e·v (2·HS each):
+# scale the score (1), the running max's compare (1), exp(s − m_new) (sub, exp: 2), add e into l (1).
+FUSED_PER_KEY = 5
+# Per tile, (per element of HS, fixed): alpha = exp(m − m_new) (sub, exp: 2), l·alpha (1), o·alpha (HS).
+FUSED_PER_TILE = (1, 3)
+# Per (query, head) row, (per element of HS, fixed): 1/l (1), o·(1/l) (HS). Zeroing o and m = −inf are stores.
+FUSED_PER_ROW = (1, 1)

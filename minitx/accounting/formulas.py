@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from .. import checks
 from ..core.config import Config
-from ..dtypes import itemsize
+from ..dtypes import Precision, itemsize, precision
 from . import conventions as cv
 from .ledger import Ledger, Record, make
 
@@ -125,15 +125,15 @@ _cost = make
 # ---- per-op formulas, one pair per op in minitx/core/ops, each reading the same shapes the op is handed -----
 # s is the itemsize. N is the number of rows an op sees.
 
-def _embed_fwd(cfg: Config, B: int, T: int, s: int) -> Record:
+def _embed_fwd(cfg: Config, N: int, s: int) -> Record:
     C = cfg.d_model
     learned = int(cfg.position == "learned")
     scale = int(cfg.embed_scale)
     return _cost("embed", "embedding",
-                 flops=cv.ELEMENTWISE * (learned + scale) * B * T * C,   # + wpe row, · √C: 1 per element each
-                 reads=(("activations", ID_BYTES * B * T * (1 + learned)),  # token ids (+ positions)
-                        ("weights", B * T * C * s * (1 + learned))),        # only the B·T selected rows
-                 writes=(("activations", B * T * C * s),))
+                 flops=cv.ELEMENTWISE * (learned + scale) * N * C,   # + wpe row, · √C: 1 per element each
+                 reads=(("activations", ID_BYTES * N * (1 + learned)),  # token ids (+ positions)
+                        ("weights", N * C * s * (1 + learned))),        # only the N selected rows
+                 writes=(("activations", N * C * s),))
 
 
 def _embed_bwd(cfg: Config, B: int, T: int, s: int) -> Record:
@@ -175,10 +175,14 @@ def _norm_bwd(cfg: Config, name: str, N: int, s: int, residual: bool) -> Record:
                  writes=(("activations", N * C * s), ("gradients", (2 if ln else 1) * C * s)))   # dw (and db)
 
 
-def _linear_fwd(name: str, N: int, K: int, M: int, bias: bool, s: int) -> Record:
-    # (N, K) @ (K, M): N·K·M multiply-adds, + N·M bias adds
-    return _cost(name, "matmul", flops=2 * N * K * M + (cv.ELEMENTWISE * N * M if bias else 0), macs=N * K * M,
-                 reads=(("activations", N * K * s), ("weights", (K * M + (M if bias else 0)) * s)),
+def _linear_fwd(name: str, N: int, K: int, M: int, bias: bool, s: int, pr: Precision | None = None) -> Record:
+    # (N, K) @ (K, M): N·K·M multiply-adds, + N·M bias adds. With `pr` quantized, the (K, M) matrix is stored as
+    # Precision.matrix_bytes says and dequantized once per call: K·M more FLOPs.
+    quantized = pr is not None and pr.quantized
+    w_bytes = pr.matrix_bytes(K, M) if quantized else K * M * s
+    return _cost(name, "matmul", flops=2 * N * K * M + (cv.ELEMENTWISE * N * M if bias else 0)
+                 + (cv.DEQUANTIZE * K * M if quantized else 0), macs=N * K * M,
+                 reads=(("activations", N * K * s), ("weights", w_bytes + (M * s if bias else 0))),
                  writes=(("activations", N * M * s),))
 
 
@@ -196,17 +200,16 @@ def _residual_fwd(name: str, N: int, C: int, s: int) -> Record:
 # (the residual's backward copies its gradient to both branches and records nothing)
 
 
-def _split_fwd(cfg: Config, i: int, B: int, T: int, s: int, kv_cat: str) -> Record:
+def _split_fwd(cfg: Config, i: int, N: int, s: int, skv: int, kv_cat: str) -> Record:
     C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
-    N = B * T
     rope = cfg.position == "rope"
     suffix, kind = cv.split_op(cfg.position)
     return _cost(f"layers.{i}.{suffix}", kind,
                  flops=cv.ROPE * N * (NH + KV) * HS if rope else 0,        # q and k rotated, v copied
                  reads=(("activations", N * QKV * s + ID_BYTES * N),       # qkv, positions
                         ("weights", N * HS * s if rope else 0)),           # a cos and a sin row of HS/2 per token
-                 writes=(("activations", N * Q * s),                       # q (B, NH, T, HS)
-                         (kv_cat, 2 * N * KV * HS * s)))                   # k, v written at their positions
+                 writes=(("activations", N * Q * s),                       # q, block by block (b, NH, n, HS)
+                         (kv_cat, 2 * N * KV * HS * skv)))                 # k, v written at their positions
 
 
 def _split_bwd(cfg: Config, i: int, B: int, T: int, s: int) -> Record:
@@ -220,27 +223,73 @@ def _split_bwd(cfg: Config, i: int, B: int, T: int, s: int) -> Record:
                  writes=(("activations", N * QKV * s),))                                   # dqkv
 
 
-def _attention_fwd(cfg: Config, i: int, B: int, T: int, S: int, visible: int, s: int,
-                   kv_cat: str) -> list[Record]:
-    """scores, softmax, mix, merge for T queries per sequence over S keys; `visible` = Σ of min(pos+1, S) over
-    all B·T queries (per head)."""
+def _attention_fwd(cfg: Config, i: int, B: int, T: int, p: int, s: int, skv: int, kv_cat: str) -> list[Record]:
+    """scores, softmax, mix, merge for one block: B sequences of T queries at positions p..p+T-1, over the
+    S = p + T keys each holds (the full rectangle; the softmax visits only each query's visible keys)."""
     C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
     n = f"layers.{i}.attn"
+    S = p + T
     rect = B * NH * T * S                      # the full scores rectangle, masked entries included
     per_entry, per_row = cv.SOFTMAX_FWD
+    visible = B * _window_sum(p + 1, p + T, cfg.sliding_window)     # Σ over queries of the keys each sees
     return [
         _cost(f"{n}.scores", "attention", 2 * rect * HS, rect * HS,
-              reads=(("activations", B * T * Q * s), (kv_cat, B * KV * S * HS * s)),       # q; k[:, :, :S]
+              reads=(("activations", B * T * Q * s), (kv_cat, B * KV * S * HS * skv)),     # q; keys 0..S-1
               writes=(("activations", rect * s),)),
         _cost(f"{n}.softmax", "softmax", per_entry * NH * visible + per_row * B * NH * T,
               reads=(("activations", rect * s + ID_BYTES * B * T),),                        # scores, pos
               writes=(("activations", rect * s),)),
         _cost(f"{n}.mix", "attention", 2 * rect * HS, rect * HS,
-              reads=(("activations", rect * s), (kv_cat, B * KV * S * HS * s)),             # probs; v[:, :, :S]
+              reads=(("activations", rect * s), (kv_cat, B * KV * S * HS * skv)),           # probs; values 0..S-1
               writes=(("activations", B * T * Q * s),)),
         _cost(f"{n}.merge", "layout", 0, reads=(("activations", B * T * Q * s),),
               writes=(("activations", B * T * Q * s),)),
     ]
+
+
+def _window_sum(a: int, b: int, W: int | None) -> int:
+    """Σ over v = a..b of min(v, W): the keys seen by queries at positions a-1..b-1 (a query at position i sees
+    i + 1 keys, or the last W of them)."""
+    if W is None or b <= W:
+        return (a + b) * (b - a + 1) // 2
+    if a > W:
+        return W * (b - a + 1)
+    return (a + W) * (W - a + 1) // 2 + W * (b - W)
+
+
+def _ceil_sum(m: int, tile: int) -> int:
+    """Σ over v = 1..m of ceil(v / tile)."""
+    q, r = divmod(m, tile)
+    return tile * q * (q + 1) // 2 + r * (q + 1)
+
+
+def _tiles(a: int, b: int, W: int | None, tile: int) -> int:
+    """Σ over v = a..b of ceil(min(v, W) / tile): the fused kernel's key tiles for queries at a-1..b-1."""
+    if W is not None and b > W:
+        head = _tiles(a, W, None, tile) if a <= W else 0
+        return head + (b - max(a, W + 1) + 1) * -(-W // tile)
+    return _ceil_sum(b, tile) - _ceil_sum(a - 1, tile)
+
+
+def _fused_fwd(cfg: Config, i: int, blocks: list[tuple[int, int, int]], s: int, skv: int,
+               kv_cat: str) -> Record:
+    """The fused attention kernel over every block of a call: for each query and head, its visible keys only,
+    walked a tile at a time (minitx.conventions, "Fused attention"); each block's keys and values read once."""
+    C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
+    W, tile = cfg.sliding_window, cv.FUSED_TILE
+    (tile_hs, tile_1), (row_hs, row_1) = cv.FUSED_PER_TILE, cv.FUSED_PER_ROW
+    flops = macs = kv = 0
+    N = 0
+    for b, n, p in blocks:
+        vis, tiles = b * _window_sum(p + 1, p + n, W), b * _tiles(p + 1, p + n, W, tile)
+        flops += NH * ((4 * HS + cv.FUSED_PER_KEY) * vis + (tile_hs * HS + tile_1) * tiles
+                       + (row_hs * HS + row_1) * b * n)
+        macs += NH * 2 * HS * vis
+        kv += 2 * b * KV * HS * skv * (p + n - (max(0, p - W + 1) if W else 0))   # each key and value once
+        N += b * n
+    return _cost(f"layers.{i}.attn.fused", "attention", flops, macs,
+                 reads=(("activations", N * Q * s + ID_BYTES * N), (kv_cat, kv)),        # q, positions; K, V
+                 writes=(("activations", N * Q * s),))                                    # out, heads merged
 
 
 def _attention_bwd(cfg: Config, i: int, B: int, T: int, s: int) -> list[Record]:
@@ -256,18 +305,14 @@ def _attention_bwd(cfg: Config, i: int, B: int, T: int, s: int) -> list[Record]:
         _cost(f"{n}.mix", "attention", 4 * rect * HS, 2 * rect * HS,       # dprobs = do·vᵀ, dv = pᵀ·do
               reads=(("activations", B * T * Q * s + rect * s + kvb),),    # do, probs, v
               writes=(("activations", rect * s + kvb),)),                  # dprobs, dv
-        _cost(f"{n}.softmax", "softmax", per_entry * NH * _causal(B, T) + per_row * B * NH * T,
+        _cost(f"{n}.softmax", "softmax", per_entry * NH * B * _window_sum(1, T, cfg.sliding_window)
+              + per_row * B * NH * T,
               reads=(("activations", 2 * rect * s + ID_BYTES * B * T),),   # dprobs, probs, pos
               writes=(("activations", rect * s),)),
         _cost(f"{n}.scores", "attention", 4 * rect * HS, 2 * rect * HS,    # dq = ds·k, dk = dsᵀ·q
               reads=(("activations", rect * s + B * T * Q * s + kvb),),    # dscores, q, k
               writes=(("activations", B * T * Q * s + kvb),)),             # dq, dk
     ]
-
-
-def _causal(B: int, T: int) -> int:
-    """Visible (query, key) entries per head with positions 0..T-1: T(T+1)/2 per sequence."""
-    return B * T * (T + 1) // 2
 
 
 def _act_fwd(cfg: Config, name: str, N: int, s: int) -> Record:
@@ -304,33 +349,40 @@ def _loss_bwd(N: int, V: int, s: int) -> Record:
 # ==============================================================================================================
 # Whole passes: the ops in the order the model calls them
 
-def _forward_costs(cfg: Config, B: int, T: int, s: int, *, S: int, visible: int, kv_cat: str,
-                   select_last: bool) -> list[Record]:
-    """Transformer.run over B sequences of T new tokens (one block), attending to S keys, `visible` causal
-    entries per head. With select_last, only each sequence's last row goes through ln_f and the head (prefill)."""
+def _forward_costs(cfg: Config, blocks: list[tuple[int, int, int]], pr: Precision, *, kv_cat: str,
+                   attention: str = "unfused", logits_rows: int | None = None) -> list[Record]:
+    """Transformer.run over blocks of (b sequences, n tokens each, first position p): N = Σ b·n tokens through
+    every layer, attention block by block (unfused) or in one fused call; with logits_rows, only that many rows
+    (each prompt's last) go through ln_f and the head (`select_last`)."""
     C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
-    N = B * T
+    s = itemsize(pr.activations)
+    skv = itemsize(pr.kv) if kv_cat == "kv_cache" else s        # a throwaway store holds activations
+    N = sum(b * n for b, n, _ in blocks)
     bias = cfg.bias
-    ops = [_embed_fwd(cfg, B, T, s)]
+    ops = [_embed_fwd(cfg, N, s)]
     for i in range(L):
         n = f"layers.{i}"
         ops += [_norm_fwd(cfg, f"{n}.ln_1", N, s),
-                _linear_fwd(f"{n}.attn.qkv", N, C, QKV, bias, s),
-                _split_fwd(cfg, i, B, T, s, kv_cat)]
-        ops += _attention_fwd(cfg, i, B, T, S, visible, s, kv_cat)
-        ops += [_linear_fwd(f"{n}.attn.proj", N, Q, C, bias, s),
+                _linear_fwd(f"{n}.attn.qkv", N, C, QKV, bias, s, pr),
+                _split_fwd(cfg, i, N, s, skv, kv_cat)]
+        if attention == "fused":
+            ops.append(_fused_fwd(cfg, i, blocks, s, skv, kv_cat))
+        else:
+            for b, t, p in blocks:
+                ops += _attention_fwd(cfg, i, b, t, p, s, skv, kv_cat)
+        ops += [_linear_fwd(f"{n}.attn.proj", N, Q, C, bias, s, pr),
                 _residual_fwd(f"{n}.attn.residual", N, C, s),
                 _norm_fwd(cfg, f"{n}.ln_2", N, s),
-                _linear_fwd(f"{n}.mlp.up", N, C, U, bias, s),
+                _linear_fwd(f"{n}.mlp.up", N, C, U, bias, s, pr),
                 _act_fwd(cfg, f"{n}.mlp.act", N, s),
-                _linear_fwd(f"{n}.mlp.down", N, F, C, bias, s),
+                _linear_fwd(f"{n}.mlp.down", N, F, C, bias, s, pr),
                 _residual_fwd(f"{n}.mlp.residual", N, C, s)]
     rows = N
-    if select_last:
-        # x[rows]: reads the B selected rows and the (B,) int64 row indices, writes a (B, C) copy
-        ops.append(_cost("select_last", "layout", 0, reads=(("activations", B * C * s + ID_BYTES * B),),
-                         writes=(("activations", B * C * s),)))
-        rows = B
+    if logits_rows is not None:
+        # x[rows]: reads the selected rows and their (M,) int64 indices, writes an (M, C) copy
+        rows = logits_rows
+        ops.append(_cost("select_last", "layout", 0, reads=(("activations", rows * C * s + ID_BYTES * rows),),
+                         writes=(("activations", rows * C * s),)))
     ops += [_norm_fwd(cfg, "ln_f", rows, s),
             _linear_fwd("lm_head", rows, C, V, False, s)]     # x @ wᵀ with w = wte (tied) or lm_head.w: no bias
     return ops
@@ -345,23 +397,32 @@ def _check_bt(cfg: Config, B: int, T: int, what: str = "T") -> None:
                          "use cfg.replace(n_ctx=...) to describe a longer context)")
 
 
-def forward_pass(cfg: Config, B: int, T: int, dtype="float32", phase: str = "forward") -> Ledger:
+def _attention(attention: str) -> str:
+    return checks.one_of("attention", attention, ("unfused", "fused"))
+
+
+def forward_pass(cfg: Config, B: int, T: int, dtype="float32", phase: str = "forward",
+                 attention: str = "unfused") -> Ledger:
     """What `Transformer.forward(tokens)` records for tokens (B, T): the forward with positions 0..T-1, full
-    logits (B, T, V), no loss; filed under `phase`. The records in call order."""
+    logits (B, T, V), no loss; filed under `phase`. The records in call order. `dtype`: a format name or a
+    minitx.dtypes.Precision (weights, activations, KV cache)."""
     _check_bt(cfg, B, T)
-    return Ledger(_forward_costs(cfg, B, T, itemsize(dtype), S=T, visible=_causal(B, T), kv_cat="activations",
-                                 select_last=False)).with_phase(phase)
+    return Ledger(_forward_costs(cfg, [(B, T, 0)], precision(dtype), kv_cat="activations",
+                                 attention=_attention(attention))).with_phase(phase)
 
 
 def training_step(cfg: Config, B: int, T: int, dtype="float32") -> Ledger:
     """What `loss, grads = model.loss_and_grads(tokens, targets); AdamW(model).step(grads)` records: the
     forward (and the loss), the backward and AdamW, each record filed under its phase, in call order."""
     _check_bt(cfg, B, T)
+    pr = precision(dtype)
+    if pr.quantized or pr.kv != pr.activations:
+        raise ValueError(f"training runs in one float format, not {pr}")
     C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
-    s = itemsize(dtype)
+    s = itemsize(pr.activations)
     N = B * T
     bias = cfg.bias
-    forward = _forward_costs(cfg, B, T, s, S=T, visible=_causal(B, T), kv_cat="activations", select_last=False)
+    forward = _forward_costs(cfg, [(B, T, 0)], pr, kv_cat="activations")
     forward.append(_loss_fwd(N, V, s))
 
     back = [_loss_bwd(N, V, s),
@@ -389,27 +450,41 @@ def training_step(cfg: Config, B: int, T: int, dtype="float32") -> Ledger:
             + Ledger([adamw]).with_phase("optimizer"))
 
 
-def prefill(cfg: Config, B: int, T: int, dtype="float32") -> Ledger:
+def prefill(cfg: Config, B: int, T: int, dtype="float32", attention: str = "unfused") -> Ledger:
     """The "prefill" phase of the KV-cached decoder: B prompts of T tokens (positions 0..T-1) run through the
-    layers with k and v written into the cache (category kv_cache, read back by scores and mix), then each
+    layers with k and v written into the cache (category kv_cache, read back by attention), then each
     sequence's last row is selected (`select_last`) and only those B rows go through ln_f and the LM head.
     This is `Transformer.prefill` of B prompts of T tokens into an empty cache."""
     _check_bt(cfg, B, T)
-    return Ledger(_forward_costs(cfg, B, T, itemsize(dtype), S=T, visible=_causal(B, T), kv_cat="kv_cache",
-                                 select_last=True)).with_phase("prefill")
+    return step(cfg, [(B, T, 0)], dtype, attention, logits_rows=B).with_phase("prefill")
 
 
-def decode_step(cfg: Config, B: int, t: int, dtype="float32") -> Ledger:
+def decode_step(cfg: Config, B: int, t: int, dtype="float32", attention: str = "unfused") -> Ledger:
     """The "decode" phase: one new token per sequence at position t, with t keys already cached (every
-    sequence the same length). The layers run on B rows (T = 1); the new k, v go into the cache, and the
-    scores and mix read the cache's first S = t + 1 rows (t cached + the new one); every one of them is
-    visible, (t + 1) entries per head per sequence. ln_f and the head run on the B rows; no select_last.
+    sequence the same length). The layers run on B rows (T = 1); the new k, v go into the cache, and
+    attention reads the t + 1 keys each sequence now holds (the last W with a sliding window; the unfused
+    matmuls read the whole rectangle of keys 0..t). ln_f and the head run on the B rows; no select_last.
     This is `Transformer.decode` with every cache.lengths[b] == t."""
     _require_config(cfg)
     t = checks.integer("t (the cache length before this step)", t, 0)
     _check_bt(cfg, B, t + 1, what="t + 1")
-    return Ledger(_forward_costs(cfg, B, 1, itemsize(dtype), S=t + 1, visible=B * (t + 1), kv_cat="kv_cache",
-                                 select_last=False)).with_phase("decode")
+    return step(cfg, [(B, 1, t)], dtype, attention).with_phase("decode")
+
+
+def step(cfg: Config, blocks, dtype="float32", attention: str = "unfused", logits_rows: int | None = None) -> Ledger:
+    """One `Transformer.run` over packed tokens with a KV cache: `blocks` a list of (b, n, p), b sequences of n
+    new tokens each at positions p..p+n-1 (minitx.core.batch), in the order they are packed; logits for every
+    token, or for `logits_rows` of them (each prompt's last). Prefill, decode and a serving step that mixes
+    prefill chunks and decode tokens are all this; its records carry no phase (`.with_phase` files them)."""
+    _require_config(cfg)
+    blocks = [(checks.integer("b", b), checks.integer("n", n), checks.integer("p", p, 0)) for b, n, p in blocks]
+    if not blocks:
+        raise ValueError("blocks is empty: a step runs at least one token")
+    for b, n, p in blocks:
+        if p + n > cfg.n_ctx:
+            raise ValueError(f"a block at positions {p}..{p + n - 1} passes the model's context n_ctx={cfg.n_ctx}")
+    return Ledger(_forward_costs(cfg, blocks, precision(dtype), kv_cat="kv_cache", attention=_attention(attention),
+                                 logits_rows=logits_rows))
 
 
 def recompute_step(cfg: Config, B: int, t: int, dtype="float32") -> Ledger:
@@ -421,8 +496,16 @@ def recompute_step(cfg: Config, B: int, t: int, dtype="float32") -> Ledger:
 # Memory (bytes)
 
 def param_bytes(cfg: Config, dtype="float32") -> int:
-    """The flat parameter buffer: P·itemsize."""
-    return num_params(cfg) * itemsize(dtype)
+    """The weights as stored: P·itemsize, or, with int8/int4 weights (a minitx.dtypes.Precision), the layers'
+    matrices quantized (values and scales) and every other parameter in the activations' format."""
+    pr = precision(dtype)
+    s = itemsize(pr.activations)
+    if not pr.quantized:
+        return num_params(cfg) * s
+    C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
+    shapes = ((C, QKV), (Q, C), (C, U), (F, C))
+    matrices = L * sum(K * M for K, M in shapes)
+    return (num_params(cfg) - matrices) * s + L * sum(pr.matrix_bytes(K, M) for K, M in shapes)
 
 
 def grad_bytes(cfg: Config, dtype="float32") -> int:
@@ -503,46 +586,59 @@ def training_memory(cfg: Config, B: int, T: int, dtype="float32") -> dict[str, i
     return parts
 
 
-def activation_sizes(cfg: Config, B: int, T: int, dtype="float32", kv_len: int | None = None) -> dict[str, int]:
+def activation_sizes(cfg: Config, B: int, T: int, dtype="float32", kv_len: int | None = None,
+                     attention: str = "unfused") -> dict[str, int]:
     """Bytes of each single activation tensor a forward over (B, T) tokens produces, attending to S = kv_len
-    keys (default T): the candidates for "the largest activation"."""
+    keys (default T): the candidates for "the largest activation". Fused attention builds no score matrix."""
     _check_bt(cfg, B, T)
     C, V, L, NH, KV, HS, F, Q, QKV, U = _dims(cfg)
     S = T if kv_len is None else checks.integer("kv_len", kv_len)
-    s = itemsize(dtype)
+    s = itemsize(precision(dtype).activations)
     N = B * T
-    return {"residual": N * C * s,          # (B, T, C): embedding, norms, residual adds, down projection
-            "qkv": N * QKV * s,             # (B, T, (NH + 2·KV)·HS)
-            "heads": N * Q * s,             # (B, NH, T, HS) q, mix output; (B, T, Q) merged
-            "scores": B * NH * T * S * s,   # (B, NH, T, S) scores and probabilities
-            "mlp_up": N * U * s,            # (B, T, F) or gated (B, T, 2F)
-            "mlp_act": N * F * s,           # (B, T, F)
-            "logits": N * V * s}            # (B, T, V)
+    sizes = {"residual": N * C * s,          # (B, T, C): embedding, norms, residual adds, down projection
+             "qkv": N * QKV * s,             # (B, T, (NH + 2·KV)·HS)
+             "heads": N * Q * s,             # (B, NH, T, HS) q, mix output; (B, T, Q) merged
+             "scores": B * NH * T * S * s,   # (B, NH, T, S) scores and probabilities
+             "mlp_up": N * U * s,            # (B, T, F) or gated (B, T, 2F)
+             "mlp_act": N * F * s,           # (B, T, F)
+             "logits": N * V * s}            # (B, T, V)
+    if _attention(attention) == "fused":
+        del sizes["scores"]
+    return sizes
 
 
-def inference_memory(cfg: Config, B: int, T: int, dtype="float32", kv_len: int | None = None) -> dict[str, int]:
+def inference_memory(cfg: Config, B: int, T: int, dtype="float32", kv_len: int | None = None,
+                     attention: str = "unfused") -> dict[str, int]:
     """Serving memory, Rush's way: the weights, the KV cache for kv_len positions (default T) per sequence, and
     the largest single activation of a forward over (B, T) tokens. An unfused forward frees each activation
     once the next op has consumed it, so only a few are alive at once: minitx's measured inference peak is
     2-3 times this largest one (minitx.memory), never the sum that training keeps. Full logits (B, T, V), as
-    model.forward returns them; a prefill that keeps only the last row needs B·V instead."""
+    model.forward returns them; a prefill that keeps only the last row needs B·V instead. Fused attention keeps
+    no (B, NH, T, S) score matrix, which unfused attention's largest activation often is."""
     S = T if kv_len is None else kv_len
     parts = {"weights": param_bytes(cfg, dtype), "kv_cache": kv_cache_bytes(cfg, B, S, dtype),
-             "largest_activation": max(activation_sizes(cfg, B, T, dtype, kv_len).values())}
+             "largest_activation": max(activation_sizes(cfg, B, T, dtype, kv_len, attention).values())}
     parts["total"] = sum(parts.values())
     return parts
 
 
 def kv_bytes_per_token(cfg: Config, dtype="float32") -> int:
-    """2 (k and v) · L · KV · HS · itemsize: GQA-aware (Databricks, Scaling Book). MHA-only formulas
-    (kipply, NVIDIA, Baseten: 2·2·L·d_model in 16-bit) overstate it by NH/KV."""
+    """2 (k and v) · L · KV · HS · itemsize, in the KV cache's format: GQA-aware (Databricks, Scaling Book).
+    MHA-only formulas (kipply, NVIDIA, Baseten: 2·2·L·d_model in 16-bit) assume KV·HS = d_model."""
     _require_config(cfg)
-    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * itemsize(dtype)
+    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * itemsize(precision(dtype).kv)
 
 
-def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32") -> int:
-    """The cache for B sequences of S positions: 2·L·KV·HS·S·B·itemsize."""
-    return kv_bytes_per_token(cfg, dtype) * checks.integer("S", S) * checks.integer("B", B)
+def kv_positions(cfg: Config, S: int, chunk: int | None = None) -> int:
+    """Positions a KVCache holds per sequence for S tokens: S, or with a sliding window of W a rolling
+    min(S, W + chunk − 1), chunk the most new tokens one call writes (default W: minitx.core.kv_cache)."""
+    W = cfg.sliding_window
+    return S if W is None else min(S, W + (W if chunk is None else checks.integer("chunk", chunk)) - 1)
+
+
+def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32", chunk: int | None = None) -> int:
+    """The cache for B sequences of S tokens: 2·L·KV·HS·(positions held)·B·itemsize (see kv_positions)."""
+    return kv_bytes_per_token(cfg, dtype) * kv_positions(cfg, checks.integer("S", S), chunk) * checks.integer("B", B)
 
 
 # ==============================================================================================================

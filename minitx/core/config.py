@@ -50,6 +50,7 @@ class Config:
     tie_embeddings: bool = True    # the LM head reuses the token embedding matrix
     embed_scale: bool = False      # Gemma multiplies embeddings by sqrt(d_model)
     norm_unit_offset: bool = False # Gemma's RMSNorm scales by (1 + w) instead of w
+    sliding_window: int | None = None  # W: a query at position i sees keys i − W < j ≤ i (Mistral v0.1: 4096)
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -85,6 +86,8 @@ class Config:
         for field in ("bias", "tie_embeddings", "embed_scale", "norm_unit_offset"):
             if not isinstance(getattr(self, field), bool):
                 raise TypeError(f"Config.{field} must be a bool, got {getattr(self, field)!r}")
+        if self.sliding_window is not None:
+            checks.integer("Config.sliding_window", self.sliding_window)
         if self.norm_unit_offset and self.norm != "rmsnorm":
             raise ValueError("Config.norm_unit_offset=True applies only to norm='rmsnorm' (Gemma's (1 + w))")
 
@@ -193,8 +196,9 @@ PRESETS: dict[str, Config] = {c.name: c for c in [
            d_ff=14336, rope_theta=500000.0),
     _llama("llama-3-70b", vocab_size=128256, n_ctx=8192, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
            d_ff=28672, rope_theta=500000.0),
+    # Mistral 7B v0.1 (its published config.json): 32,768 positions, each attending to the last 4,096 keys.
     _llama("mistral-7b", vocab_size=32000, n_ctx=32768, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-           d_ff=14336, norm_eps=1e-5),
+           d_ff=14336, norm_eps=1e-5, sliding_window=4096),
     _llama("gemma-2b", vocab_size=256000, n_ctx=8192, d_model=2048, n_layers=18, n_heads=8, n_kv_heads=1,
            head_dim=256, d_ff=16384, activation="gelu_tanh", norm_eps=1e-6, tie_embeddings=True,
            embed_scale=True, norm_unit_offset=True),

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import checks
+from .. import checks, dtypes
 from ..dtypes import numpy_dtype
 from ..measure.machine import require_memory
 from .batch import Block, TokenBatch
 from .config import Config
+from .shaped import shaped
 
 
 def contiguous_keys(k: np.ndarray, v: np.ndarray, blk: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -39,56 +40,81 @@ def contiguous_keys(k: np.ndarray, v: np.ndarray, blk: Block) -> tuple[np.ndarra
 class KVCache:
     """Keys and values of every layer for `batch` sequences of up to `max_len` tokens (≤ cfg.n_ctx).
 
-    cache.k[l], cache.v[l]  (B, KV, S, HS) zeros at first: views into one buffer of exactly `nbytes` bytes
+    cache.k[l], cache.v[l]  (B, KV, X, HS) zeros at first: views into one buffer of exactly `nbytes` bytes
     cache.lengths           (B,) int64, each sequence's current length (tokens whose K/V are in the cache)
+
+    X = max_len positions, or, for a model with a sliding window of W (cfg.sliding_window), a rolling cache of
+    X = min(max_len, W + chunk − 1): position p lives in column p mod X, so a sequence keeps its last X keys. The
+    chunk − 1 beyond the window are room for one call's new keys (a prefill of up to `chunk` tokens, default W):
+    all of a call's keys are written before its queries read theirs, and none may overwrite a key still in a
+    query's window. A rolling cache is read by fused attention (Transformer(..., attention="fused")).
+    `shape_only=True` makes a data-less cache (minitx.core.shaped) in any format minitx can count.
     """
     category = "kv_cache"
 
-    def __init__(self, cfg: Config, batch: int, max_len: int, dtype="float32"):
+    def __init__(self, cfg: Config, batch: int, max_len: int, dtype="float32", *, chunk: int | None = None,
+                 shape_only: bool = False):
         checks.instance("cfg", cfg, Config, "a minitx.Config")
         batch = checks.integer("KVCache batch", batch)
         max_len = checks.integer("KVCache max_len", max_len)
         if max_len > cfg.n_ctx:
             raise ValueError(f"KVCache max_len={max_len} exceeds the model's context n_ctx={cfg.n_ctx}")
-        self.cfg = cfg
-        self.dtype = numpy_dtype(dtype, "KVCache dtype")
+        self.cfg, self.max_len, self.shape_only = cfg, max_len, bool(shape_only)
+        fmt = dtypes.name(dtype)
+        if shape_only and fmt not in dtypes.ACTIVATION_FORMATS + ("int8",):
+            raise ValueError(f"KVCache dtype={dtype!r}: choose one of {', '.join(dtypes.ACTIVATION_FORMATS)}, int8")
+        self.dtype = dtypes.storage(fmt) if shape_only else numpy_dtype(dtype, "KVCache dtype")
+        W = cfg.sliding_window
+        self.chunk = checks.integer("KVCache chunk", W if chunk is None else chunk) if W else None
+        X = max_len if W is None else min(max_len, W + self.chunk - 1)
         L, KV, HS = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
-        require_memory(2 * L * batch * KV * max_len * HS * self.dtype.itemsize, "KVCache")
-        # One buffer, (K or V, layer, B, KV, S, HS): nbytes is exactly 2·L·B·KV·S·HS·itemsize, nothing hidden.
-        self.buffer = np.zeros((2, L, batch, KV, max_len, HS), dtype=self.dtype)
+        shape = (2, L, batch, KV, X, HS)
+        # One buffer, (K or V, layer, B, KV, X, HS): nbytes is exactly 2·L·B·KV·X·HS·itemsize, nothing hidden.
+        if shape_only:
+            self.buffer = shaped(shape, self.dtype)
+        else:
+            require_memory(int(np.prod(shape, dtype=object)) * self.dtype.itemsize, "KVCache")
+            self.buffer = np.zeros(shape, dtype=self.dtype)
         self.k = [self.buffer[0, l] for l in range(L)]
         self.v = [self.buffer[1, l] for l in range(L)]
         self.lengths = np.zeros(batch, dtype=np.int64)
-        self.table = np.arange(batch, dtype=np.int64)[:, None]     # slot b: row b, all max_len positions
+        self.table = np.arange(batch, dtype=np.int64)[:, None]     # slot b: row b, all X columns
 
     @property
     def batch(self) -> int:
         return self.buffer.shape[2]
 
     @property
-    def max_len(self) -> int:
+    def capacity(self) -> int:
+        """X: positions held per sequence (max_len, or a rolling window's W + chunk − 1)."""
         return self.buffer.shape[4]
 
     @property
     def nbytes(self) -> int:
-        """2 (K and V) · L · KV · HS · S · B · itemsize."""
-        return int(self.buffer.nbytes)
+        """2 (K and V) · L · KV · HS · X · B · itemsize."""
+        return 2 * self.cfg.n_layers * self.batch * self.cfg.n_kv_heads * self.capacity * self.cfg.head_dim * \
+            self.dtype.itemsize
 
     def layer(self, l: int) -> tuple[np.ndarray, np.ndarray]:
         return self.k[l], self.v[l]
 
-    keys = staticmethod(contiguous_keys)
+    def keys(self, k: np.ndarray, v: np.ndarray, blk: Block) -> tuple[np.ndarray, np.ndarray]:
+        if blk.keys > self.capacity:
+            raise ValueError(f"this rolling cache holds the last {self.capacity} positions; unfused attention reads "
+                             f"keys 0..{blk.keys - 1}: run the model with attention='fused'")
+        return contiguous_keys(k, v, blk)
 
     def reset(self) -> None:
         """Forget every sequence: lengths back to 0, and K/V back to zeros. Rows past a sequence's length do pass
         through the attention matmuls of a ragged block, with weight exactly 0; zeros keep a NaN left by an
         earlier run from turning 0·NaN into NaN."""
-        self.buffer[...] = 0.0
+        if not self.shape_only:
+            self.buffer[...] = 0.0
         self.lengths[:] = 0
 
     def __repr__(self) -> str:
         c = self.cfg
-        return (f"KVCache(L={c.n_layers}, B={self.batch}, KV={c.n_kv_heads}, S={self.max_len}, HS={c.head_dim}, "
+        return (f"KVCache(L={c.n_layers}, B={self.batch}, KV={c.n_kv_heads}, X={self.capacity}, HS={c.head_dim}, "
                 f"dtype={self.dtype.name}, nbytes={self.nbytes:,}, lengths={self.lengths.tolist()})")
 
 
@@ -98,10 +124,12 @@ class Scratch:
     category = "activations"
     keys = staticmethod(contiguous_keys)
 
-    def __init__(self, batch: TokenBatch, n_kv_heads: int, head_dim: int, dtype: np.dtype):
+    def __init__(self, batch: TokenBatch, n_kv_heads: int, head_dim: int, dtype: np.dtype, shape_only: bool = False):
         self.shape = (batch.n_slots, n_kv_heads, int(batch.pos.max()) + 1, head_dim)
-        self.dtype = dtype
+        self.dtype, self.shape_only = dtype, shape_only
         self.table = np.arange(batch.n_slots, dtype=np.int64)[:, None]
 
     def layer(self, l: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.shape_only:
+            return shaped(self.shape, self.dtype), shaped(self.shape, self.dtype)
         return np.empty(self.shape, dtype=self.dtype), np.empty(self.shape, dtype=self.dtype)

@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import checks, dtypes
 from ..accounting import conventions as cv
 from ..accounting.counting import counting, nbytes, phase, record
-from ..dtypes import numpy_dtype
 from ..measure.machine import require_memory
 from .batch import TokenBatch, pack, ragged, rectangle
 from .config import Config
@@ -31,10 +31,17 @@ from .ops.attention import (block_queries, merge_backward, merge_forward, mix_ba
                             scores_backward, scores_forward, softmax_backward, softmax_forward, split_backward,
                             split_forward)
 from .ops.embedding import embedding_backward, embedding_forward
+from .ops.fused_attention import fused_attention_forward
 from .ops.linear import linear_backward, linear_forward, residual_backward, residual_forward
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .ops.norms import norm_backward, norm_forward
 from .params import init_params, param_table, views
+from .quantize import QuantizedWeight
+from .shaped import empty, is_shaped, shaped
+
+ATTENTIONS = ("unfused", "fused")
+# The parameters int8/int4 weights quantize: the matrices of the layers (minitx.dtypes.Precision).
+QUANTIZED_SUFFIXES = (".attn.qkv.w", ".attn.proj.w", ".mlp.up.w", ".mlp.down.w")
 
 
 class LayerCaches(NamedTuple):
@@ -62,28 +69,55 @@ class Transformer:
     model.run(batch, kv)    the blocks over packed tokens: what all of the above call
     """
 
-    def __init__(self, cfg: Config, seed: int = 0, dtype: str = "float32"):
+    def __init__(self, cfg: Config, seed: int = 0, dtype: str = "float32", *, weight_dtype: str | None = None,
+                 kv_dtype: str | None = None, group_size: int = 128, attention: str = "unfused",
+                 shape_only: bool = False):
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a minitx.Config, got {type(cfg).__name__}")
         self.cfg = cfg
-        self.dtype = numpy_dtype(dtype, "dtype")
+        self.precision = dtypes.Precision(dtype, weight_dtype, kv_dtype, group_size)
+        self.attention = checks.one_of("attention", attention, ATTENTIONS)
+        self.shape_only = bool(checks.instance("shape_only", shape_only, bool))
+        p = self.precision
+        if not shape_only and (p.activations not in dtypes.RUNNABLE or p.kv != p.activations or p.quantized):
+            raise ValueError(f"a {p} model runs shape-only here (shape_only=True): it is counted, not executed")
+        self.dtype = dtypes.storage(p.activations)
         self.table = param_table(cfg)
-        n = sum(s.size for s in self.table)
-        require_memory(n * self.dtype.itemsize, f"Transformer({cfg.name!r}, dtype={self.dtype.name!r})'s parameters")
-        self.flat = np.zeros(n, dtype=self.dtype)
-        self.params = views(self.flat, self.table)
-        init_params(cfg, self.params, seed)
+        # Quantized weights (int8, int4) live beside the flat buffer, which holds every other parameter.
+        matrices = {s.name for s in self.table if p.quantized and s.name.endswith(QUANTIZED_SUFFIXES)}
+        flat_table = [s for s in self.table if s.name not in matrices]
+        n = sum(s.size for s in flat_table)
+        if shape_only:
+            self.flat = shaped((n,), self.dtype)
+        else:
+            require_memory(n * self.dtype.itemsize, f"Transformer({cfg.name!r}, dtype={self.dtype.name!r})'s "
+                                                    "parameters")
+            self.flat = np.zeros(n, dtype=self.dtype)
+        self.params = views(self.flat, flat_table)
+        self.quantized = {s.name: QuantizedWeight.shaped(s.shape, p.weights, _group(p, s)) for s in self.table
+                          if s.name in matrices}
+        if not shape_only:
+            init_params(cfg, self.params, seed)
         self._grad_flat: np.ndarray | None = None     # allocated on the first loss_and_grads
         self.grads: dict[str, np.ndarray] | None = None
-        self.rope = (rope_tables(cfg.n_ctx, cfg.head_dim, cfg.rope_theta, self.dtype)
-                     if cfg.position == "rope" else (None, None))
+        if cfg.position != "rope":
+            self.rope = (None, None)
+        elif shape_only:
+            self.rope = (shaped((cfg.n_ctx, cfg.head_dim // 2), self.dtype),) * 2
+        else:
+            self.rope = rope_tables(cfg.n_ctx, cfg.head_dim, cfg.rope_theta, self.dtype)
         # Gemma multiplies embeddings by √C, rounded to the model's dtype as Hugging Face does.
         self.embed_scale = float(self.dtype.type(math.sqrt(cfg.d_model))) if cfg.embed_scale else None
         self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
         self.split_name, _ = cv.split_op(cfg.position)
 
+    def weight(self, name: str):
+        """A linear layer's weight: a view of the flat buffer, or its quantized storage."""
+        return self.quantized.get(name) if name in self.quantized else self.params[name]
+
     def num_params(self) -> int:
-        return int(self.flat.size)
+        """Every parameter, each once (a quantized matrix counts its values, not its bytes)."""
+        return sum(spec.size for spec in self.table)
 
     @property
     def grad_flat(self) -> np.ndarray | None:
@@ -105,8 +139,10 @@ class Transformer:
         targets = self.check_tokens(targets, "targets")
         if targets.shape != tokens.shape:
             raise ValueError(f"targets shape {targets.shape} must equal tokens shape {tokens.shape}")
+        if self.quantized:
+            raise ValueError("quantized (int8/int4) models are inference-only: train in float32/float64")
         if self._grad_flat is None:
-            self._grad_flat = np.zeros_like(self.flat)
+            self._grad_flat = shaped(self.flat.shape, self.dtype) if self.shape_only else np.zeros_like(self.flat)
             self.grads = views(self._grad_flat, self.table)
         with phase("forward"):
             logits, caches = self.run(rectangle(tokens), keep=True)
@@ -127,6 +163,9 @@ class Transformer:
         self._check_cache(cache, B)
         if T > cache.max_len:
             raise ValueError(f"tokens has T={T} positions; the cache holds max_len={cache.max_len}")
+        if cache.chunk is not None and T > cache.chunk:
+            raise ValueError(f"this rolling cache takes at most chunk={cache.chunk} new tokens per call (T={T}): build "
+                             f"it with KVCache(..., chunk={T})")
         if cache.lengths.any():
             raise ValueError("prefill needs an empty cache (cache.lengths all 0); call cache.reset() first")
         lengths = np.full(B, T, dtype=np.int64) if lengths is None else _check_lengths(lengths, B, T)
@@ -173,7 +212,12 @@ class Transformer:
         if keep and len(batch.blocks) != 1:
             raise ValueError("keep=True (training) needs a batch of one block: sequences of equal length")
         cfg, P = self.cfg, self.params
-        store = Scratch(batch, cfg.n_kv_heads, cfg.head_dim, self.dtype) if kv is None else kv
+        if kv is None:
+            store = Scratch(batch, cfg.n_kv_heads, cfg.head_dim, self.dtype, self.shape_only)
+        else:
+            store = kv
+        if keep and self.attention == "fused":
+            raise ValueError("training (keep=True) runs unfused attention: the fused kernel has no backward")
         learned = cfg.position == "learned"
         x, emb = embedding_forward(batch.ids, batch.pos if learned else None, P["wte"], P.get("wpe"),
                                    self.embed_scale, "embed")
@@ -184,7 +228,7 @@ class Transformer:
         if logits_rows is not None:
             x = select_rows(x, logits_rows)
         x, lnf = norm_forward(x, P["ln_f.w"], P.get("ln_f.b"), cfg.norm, cfg.norm_eps, cfg.norm_unit_offset, "ln_f")
-        head_w = P["wte"] if cfg.tie_embeddings else P["lm_head.w"]
+        head_w = P["wte"] if cfg.tie_embeddings else self.weight("lm_head.w")
         logits, head = linear_forward(x, head_w, None, "lm_head", transposed=True)
         return logits, ((emb, layer_caches, lnf, head) if keep else None)
 
@@ -195,8 +239,8 @@ class Transformer:
         held, and each name is reused as soon as its array has been read, so an intermediate is freed the
         moment the next op is done with it: inference keeps a few arrays alive at a time, training all of them.
         """
-        cfg, P, n = self.cfg, self.params, f"layers.{l}"
-        NH, HS = cfg.n_heads, cfg.head_dim
+        cfg, P, W, n = self.cfg, self.params, self.weight, f"layers.{l}"
+        NH, window = cfg.n_heads, cfg.sliding_window
         caches: list = []
 
         def kept(result):
@@ -210,31 +254,40 @@ class Transformer:
         # attention block: h is the current intermediate, its shape in the comment
         h = kept(norm_forward(x, P[f"{n}.ln_1.w"], P.get(f"{n}.ln_1.b"), cfg.norm, cfg.norm_eps,
                               cfg.norm_unit_offset, f"{n}.ln_1"))                            # (N, C)
-        h = kept(linear_forward(h, P[f"{n}.attn.qkv.w"], P.get(f"{n}.attn.qkv.b"), f"{n}.attn.qkv"))  # (N, QKV)
+        h = kept(linear_forward(h, W(f"{n}.attn.qkv.w"), P.get(f"{n}.attn.qkv.b"), f"{n}.attn.qkv"))  # (N, QKV)
         q = kept(split_forward(h, batch, NH, cos, sin, k_pool, v_pool, store.table, f"{n}.{self.split_name}",
                                store.category))                                             # (N·NH·HS,)
-        heads = np.empty((batch.n_tokens, NH * HS), dtype=x.dtype) if len(batch.blocks) > 1 else None
-        for i, blk in enumerate(batch.blocks):   # attention, block by block: (b, NH, n, HS) queries, S keys
-            k, v = store.keys(k_pool, v_pool, blk)                                          # (b, KV, S, HS)
-            qb = block_queries(q, blk, NH, HS)
-            if i == len(batch.blocks) - 1:
-                del q                           # the last block's scores are the queries' last reader
-            s = kept(scores_forward(qb, k, f"{n}.attn.scores", store.category))            # (b, NH, n, S)
-            del qb
-            s = kept(softmax_forward(s, batch.block_pos(blk), self.attn_scale, f"{n}.attn.softmax"))
-            o = kept(mix_forward(s, v, f"{n}.attn.mix", store.category))                     # (b, NH, n, HS)
-            del s, k, v
-            h = merge_forward(o, f"{n}.attn.merge", None if heads is None else heads[blk.rows])  # (b·n, NH·HS)
-        h = h if heads is None else heads                                                   # (N, NH·HS)
-        del k_pool, v_pool, o, heads
-        h = kept(linear_forward(h, P[f"{n}.attn.proj.w"], P.get(f"{n}.attn.proj.b"), f"{n}.attn.proj"))  # (N, C)
+        if self.attention == "fused":   # one kernel over every block: no score matrix, output already merged
+            h = fused_attention_forward(q, k_pool, v_pool, store.table, batch, NH, self.attn_scale, window,
+                                        f"{n}.attn.fused", store.category)                  # (N, NH·HS)
+            del q
+        else:                           # block by block: (b, NH, n, HS) queries over S keys each
+            HS = cfg.head_dim
+            heads = empty((batch.n_tokens, NH * HS), x.dtype, like=x) if len(batch.blocks) > 1 else None
+            for i, blk in enumerate(batch.blocks):
+                k, v = store.keys(k_pool, v_pool, blk)                                      # (b, KV, S, HS)
+                qb = block_queries(q, blk, NH, HS)
+                if i == len(batch.blocks) - 1:
+                    del q                       # the last block's scores are the queries' last reader
+                s = kept(scores_forward(qb, k, f"{n}.attn.scores", store.category))        # (b, NH, n, S)
+                del qb
+                s = kept(softmax_forward(s, batch.block_pos(blk), self.attn_scale, f"{n}.attn.softmax",
+                                         window or 0))
+                o = kept(mix_forward(s, v, f"{n}.attn.mix", store.category))                 # (b, NH, n, HS)
+                del s, k, v
+                h = merge_forward(o, f"{n}.attn.merge", None if heads is None else heads[blk.rows])  # (b·n, ·)
+                del o
+            h = h if heads is None else heads                                               # (N, NH·HS)
+            del heads
+        del k_pool, v_pool
+        h = kept(linear_forward(h, W(f"{n}.attn.proj.w"), P.get(f"{n}.attn.proj.b"), f"{n}.attn.proj"))  # (N, C)
         x = residual_forward(x, h, f"{n}.attn.residual")
         # MLP block
         h = kept(norm_forward(x, P[f"{n}.ln_2.w"], P.get(f"{n}.ln_2.b"), cfg.norm, cfg.norm_eps,
                               cfg.norm_unit_offset, f"{n}.ln_2"))                            # (N, C)
-        h = kept(linear_forward(h, P[f"{n}.mlp.up.w"], P.get(f"{n}.mlp.up.b"), f"{n}.mlp.up"))    # (N, F or 2F)
+        h = kept(linear_forward(h, W(f"{n}.mlp.up.w"), P.get(f"{n}.mlp.up.b"), f"{n}.mlp.up"))    # (N, F or 2F)
         h = kept(activation_forward(h, self.activation_kind, f"{n}.mlp.act"))                # (N, F)
-        h = kept(linear_forward(h, P[f"{n}.mlp.down.w"], P.get(f"{n}.mlp.down.b"), f"{n}.mlp.down"))  # (N, C)
+        h = kept(linear_forward(h, W(f"{n}.mlp.down.w"), P.get(f"{n}.mlp.down.b"), f"{n}.mlp.down"))  # (N, C)
         x = residual_forward(x, h, f"{n}.mlp.residual")
         return x, (LayerCaches(*caches) if keep else None)
 
@@ -305,8 +358,9 @@ class Transformer:
         if (c.n_layers, c.n_kv_heads, c.head_dim) != (m.n_layers, m.n_kv_heads, m.head_dim):
             raise ValueError(f"cache was built for L={c.n_layers}, KV={c.n_kv_heads}, HS={c.head_dim}; the model "
                              f"has L={m.n_layers}, KV={m.n_kv_heads}, HS={m.head_dim}")
-        if cache.dtype != self.dtype:
-            raise TypeError(f"cache dtype {cache.dtype.name} does not match the model's dtype {self.dtype.name}")
+        if cache.dtype != dtypes.storage(self.precision.kv) or cache.shape_only != self.shape_only:
+            raise TypeError(f"cache dtype {cache.dtype.name}{' (shape only)' * cache.shape_only} does not match the "
+                            f"model's KV format {self.precision.kv}{' (shape only)' * self.shape_only}")
         if cache.batch != batch:
             raise ValueError(f"tokens hold {batch} sequences but the cache was built for batch={cache.batch}")
         if cache.max_len > m.n_ctx:
@@ -319,9 +373,15 @@ class Transformer:
                              f"got {lengths!r}")
 
 
+def _group(precision: dtypes.Precision, spec) -> int:
+    """The quantization group size for a (K, M) matrix, checked: it must divide the input width K."""
+    precision.matrix_bytes(*spec.shape)          # raises, naming the sizes, when g does not divide K
+    return precision.group_size
+
+
 def select_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """x (N, C), rows (M,) -> (M, C): the rows whose logits are wanted (a prefill needs each prompt's last)."""
-    out = x[rows]
+    out = empty((len(rows), x.shape[1]), x.dtype, like=x) if is_shaped(x) else x[rows]
     if counting():
         record("select_last", "layout", 0, reads=(("activations", nbytes(out, rows)),),
                writes=(("activations", nbytes(out)),))

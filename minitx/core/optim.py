@@ -20,6 +20,7 @@ from ..accounting import conventions as cv
 from ..accounting.counting import counting, nbytes, phase, record
 from .model import Transformer
 from .params import views
+from .shaped import is_shaped, shaped
 
 
 @njit(cache=True, error_model="numpy")
@@ -67,8 +68,11 @@ class AdamW:
         self.model = model
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self._hyperparameters()
-        self.m = np.zeros_like(model.flat)
-        self.v = np.zeros_like(model.flat)
+        if model.quantized:
+            raise ValueError("quantized (int8/int4) models are inference-only: AdamW trains float32/float64 models")
+        zeros = (lambda: shaped(model.flat.shape, model.dtype)) if model.shape_only else \
+            (lambda: np.zeros_like(model.flat))
+        self.m, self.v = zeros(), zeros()
         self.state = {"m": views(self.m, model.table), "v": views(self.v, model.table)}
         self.t = 0
 
@@ -89,7 +93,9 @@ class AdamW:
         self.t += 1                     # t counts from 1, so the first step's bias corrections are 1 − β
         p = self.model.flat
         with phase("optimizer"):
-            _adamw_step(p, g, self.m, self.v, lr, b1, b2, eps, weight_decay, 1.0 - b1 ** self.t, 1.0 - b2 ** self.t)
+            if not is_shaped(p):
+                _adamw_step(p, g, self.m, self.v, lr, b1, b2, eps, weight_decay, 1.0 - b1 ** self.t,
+                            1.0 - b2 ** self.t)
             if counting():
                 state = nbytes(self.m, self.v)
                 record("adamw", "optimizer", cv.ADAMW * p.size,
@@ -122,7 +128,7 @@ class AdamW:
                              f"got {g.shape} {g.dtype}")
         # One extra read of the whole gradient per step, and not recorded (minitx.conventions: a guard, not the
         # model's computation): a NaN written into m or v would never wash out, so it is refused before it lands.
-        if not np.all(np.isfinite(g)):
+        if not is_shaped(g) and not np.all(np.isfinite(g)):
             raise ValueError("grads contain NaN or inf; refusing to corrupt the parameters and Adam state")
         return g
 

@@ -13,7 +13,7 @@ False, 0 key/value heads are not "as many as query heads", RoPE scaling in any f
 silently run as plain RoPE. Keys missing from the file take the defaults transformers uses for that model type
 (Llama and Mistral untie the LM head unless told otherwise; GPT-2 and Gemma tie it). transformers 5 writes
 `rope_theta` inside a `rope_parameters` object; older files keep it at the top level: both are read.
-Mistral's sliding window is exact for sequences no longer than the window, so n_ctx is capped at it.
+Mistral's `sliding_window` (4,096 when absent, none when null) becomes Config.sliding_window.
 """
 from __future__ import annotations
 
@@ -125,10 +125,9 @@ def config_fields(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, An
     n_kv_heads = f.get("num_key_value_heads", "int", null_means_default=False)
     head_dim = f.get("head_dim", "int", null_means_default=False)
     n_ctx = f.get("max_position_embeddings", "int")
-    if model_type == "mistral":
-        window = f.get("sliding_window", "int", null_means_default=False)   # null: no window
-        n_ctx = n_ctx if window is None else min(n_ctx, window)
-    return dict(name=name, vocab_size=f.get("vocab_size", "int"), n_ctx=n_ctx, d_model=f.get("hidden_size", "int"),
+    window = f.get("sliding_window", "int", null_means_default=False) if model_type == "mistral" else None
+    return dict(sliding_window=window, name=name, vocab_size=f.get("vocab_size", "int"), n_ctx=n_ctx,
+                d_model=f.get("hidden_size", "int"),
                 n_layers=f.get("num_hidden_layers", "int"), n_heads=n_heads, n_kv_heads=n_kv_heads or n_heads,
                 head_dim=head_dim, d_ff=f.get("intermediate_size", "int"), norm="rmsnorm",
                 norm_eps=float(f.get("rms_norm_eps", "float")), mlp="gated", activation=activation, position="rope",
@@ -166,13 +165,16 @@ def _read(source: str | os.PathLike | Mapping[str, Any]) -> tuple[Mapping[str, A
 def hf_family(cfg) -> str:
     """"gpt2" or "llama" (Llama, Mistral, Gemma): the HF layout that can hold `cfg`, or ValueError if none can."""
     gpt2 = dict(position="learned", norm="layernorm", mlp="standard", activation="gelu_tanh", bias=True,
-                n_kv_heads=cfg.n_heads, q_dim=cfg.d_model, embed_scale=False, norm_unit_offset=False)
+                n_kv_heads=cfg.n_heads, q_dim=cfg.d_model, embed_scale=False, norm_unit_offset=False,
+                sliding_window=None)
     llama = dict(position="rope", norm="rmsnorm", mlp="gated", bias=False)
     for family, needs in (("gpt2", gpt2), ("llama", llama)):
         if all(getattr(cfg, field) == value for field, value in needs.items()):
             if family == "llama" and cfg.embed_scale != cfg.norm_unit_offset:
                 raise ValueError("Hugging Face has no model with only one of Gemma's embed_scale and "
                                  "norm_unit_offset; set both (gemma) or neither (llama)")
+            if family == "llama" and cfg.embed_scale and cfg.sliding_window:
+                raise ValueError("Hugging Face's Gemma (1) has no sliding window; Mistral's layout holds one")
             return family
     describe = lambda needs: ", ".join(f"{k}={v!r}" for k, v in needs.items())  # noqa: E731
     raise ValueError(f"config {cfg.name!r} has no Hugging Face layout: GPT-2 needs {describe(gpt2)}; "
@@ -182,7 +184,8 @@ def hf_family(cfg) -> str:
 def hf_config(cfg) -> dict[str, Any]:
     """A minimal HF `config.json` dict describing `cfg`; `Config.from_hf` of it gives `cfg` back.
 
-    model_type is gpt2, gemma (when embed_scale and norm_unit_offset are set) or llama. `rope_theta` is
+    model_type is gpt2, gemma (when embed_scale and norm_unit_offset are set), mistral (with a sliding window) or
+    llama. `rope_theta` is
     written both at the top level (transformers 4) and in `rope_parameters` (transformers 5).
     Raises ValueError for configs no HF model can express (see `hf_family`).
     """
@@ -193,9 +196,9 @@ def hf_config(cfg) -> dict[str, Any]:
                 "layer_norm_epsilon": cfg.norm_eps, "activation_function": "gelu_new",
                 "tie_word_embeddings": cfg.tie_embeddings}
     gemma = cfg.embed_scale  # hf_family guarantees norm_unit_offset matches
+    kind = "gemma" if gemma else "mistral" if cfg.sliding_window else "llama"
     act = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh"}[cfg.activation]
-    out = {"model_type": "gemma" if gemma else "llama",
-           "architectures": ["GemmaForCausalLM" if gemma else "LlamaForCausalLM"], "_name_or_path": cfg.name,
+    out = {"model_type": kind, "architectures": [kind.capitalize() + "ForCausalLM"], "_name_or_path": cfg.name,
            "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.n_ctx, "hidden_size": cfg.d_model,
            "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.n_layers,
            "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
@@ -204,4 +207,6 @@ def hf_config(cfg) -> dict[str, Any]:
            "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": cfg.tie_embeddings}
     if gemma:
         out["hidden_activation"] = act  # the key transformers 4.x reads for Gemma
+    if kind == "mistral":
+        out["sliding_window"] = cfg.sliding_window
     return out

@@ -24,6 +24,7 @@ from numba import njit
 
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
+from ..shaped import empty, is_shaped
 
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
@@ -155,11 +156,12 @@ def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray,
     """gelu_tanh: (N, F) -> (N, F); swiglu/geglu: (N, 2F) [gate | up] -> (N, F)."""
     # The fast tanh only for float32: float64 runs (gradient checks) need libm's full precision.
     approx = u.dtype == np.float32
-    if kind == "gelu_tanh":
-        out = np.empty_like(u)
+    out = empty((u.shape[0], u.shape[1] if kind == "gelu_tanh" else u.shape[1] // 2), u.dtype, like=u)
+    if is_shaped(u):
+        pass                              # by shape: nothing to compute, the cost is recorded below
+    elif kind == "gelu_tanh":
         _gelu_fwd(u, out, approx)
     else:
-        out = np.empty((u.shape[0], u.shape[1] // 2), dtype=u.dtype)
         _gated_fwd(u, out, kind == "geglu", approx)
     if counting():
         record(name, "activation", _FWD_FLOPS[kind] * out.size, reads=(("activations", nbytes(u)),),
@@ -170,9 +172,11 @@ def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray,
 def activation_backward(dout: np.ndarray, cache: ActCache, name: str) -> np.ndarray:
     """dout (N, F) -> du, shaped like the forward's input."""
     u = cache.u
-    du = np.empty_like(u)               # every entry written by the kernel
+    du = empty(u.shape, u.dtype, like=u)   # every entry written by the kernel
     approx = u.dtype == np.float32      # the same tanh as the forward, so the derivative matches its function
-    if cache.kind == "gelu_tanh":
+    if is_shaped(u, dout):
+        pass
+    elif cache.kind == "gelu_tanh":
         _gelu_bwd(dout, u, du, approx)
     else:
         _gated_bwd(dout, u, du, cache.kind == "geglu", approx)

@@ -38,6 +38,7 @@ from numba import njit
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..batch import Block, TokenBatch
+from ..shaped import empty, is_shaped
 
 
 class SplitCache(NamedTuple):
@@ -62,6 +63,7 @@ class SoftmaxCache(NamedTuple):
     probs: np.ndarray            # (B, NH, T, S)
     pos: np.ndarray              # (B, T)
     scale: float
+    window: int                  # 0, or the sliding window W
 
 
 # ---- split heads (+ RoPE) ------------------------------------------------------------------------------------
@@ -187,14 +189,15 @@ def split_forward(qkv: np.ndarray, batch: TokenBatch, n_heads: int, cos: np.ndar
     KV, HS = k_pool.shape[1], k_pool.shape[3]
     # q is flat because its blocks have different shapes: one buffer, each block's (b, NH, n, HS) array a slice.
     # np.empty, not zeros: the kernel writes every entry.
-    q = np.empty(N * n_heads * HS, dtype=qkv.dtype)
+    q = empty((N * n_heads * HS,), qkv.dtype, like=qkv)
     # Numba compiles a kernel per argument type, and None is a type of its own: "no RoPE" is an empty table.
-    empty = np.empty((0, HS // 2), dtype=qkv.dtype)
+    none = np.empty((0, HS // 2), dtype=qkv.dtype)
     rope = cos is not None
-    _split_fwd(qkv, batch.pos, batch.block_array, cos if rope else empty, sin if rope else empty, n_heads, KV, q,
-               k_pool, v_pool, table)
+    if not is_shaped(qkv, k_pool):
+        _split_fwd(qkv, batch.pos, batch.block_array, cos if rope else none, sin if rope else none, n_heads, KV, q,
+                   k_pool, v_pool, table)
     if counting():
-        kv_written = 2 * N * KV * HS * qkv.itemsize                   # one k row and one v row per token
+        kv_written = 2 * N * KV * HS * k_pool.itemsize                # one k row and one v row per token
         flops = cv.ROPE * N * (n_heads + KV) * HS if rope else 0
         tables = 2 * N * (HS // 2) * qkv.itemsize if rope else 0      # one cos row and one sin row per token
         record(name, "rope" if rope else "layout", flops,
@@ -209,16 +212,17 @@ def split_backward(dq: np.ndarray, dk: np.ndarray, dv: np.ndarray, cache: SplitC
     batch, NH = cache.batch, cache.n_heads
     N = batch.n_tokens
     KV, HS = dk.shape[1], dk.shape[3]
-    dqkv = np.empty((N, (NH + 2 * KV) * HS), dtype=dq.dtype)     # every entry written once: see _split_bwd
+    dqkv = empty((N, (NH + 2 * KV) * HS), dq.dtype, like=dq)    # every entry written once: see _split_bwd
     rope = cache.cos is not None
-    empty = np.empty((0, HS // 2), dtype=dq.dtype)
+    none = np.empty((0, HS // 2), dtype=dq.dtype)
     # dk and dv come out of the matmul backward as (B, KV, T, HS): a contiguous store with row b for slot b
     # and X = T, which is the table the forward's Scratch store used too, so it is rebuilt here, not cached.
     table = np.arange(dk.shape[0], dtype=np.int64)[:, None]
     # dq is the scores backward's (B, NH, T, HS) for the one training block at row 0: flattened, it is exactly
     # the buffer layout split_forward gave q, so the kernel addresses it the same way.
-    _split_bwd(dq.reshape(-1), dk, dv, batch.pos, batch.block_array, cache.cos if rope else empty,
-               cache.sin if rope else empty, NH, table, dqkv)
+    if not is_shaped(dq, dk, dv):
+        _split_bwd(dq.reshape(-1), dk, dv, batch.pos, batch.block_array, cache.cos if rope else none,
+                   cache.sin if rope else none, NH, table, dqkv)
     if counting():
         flops = cv.ROPE * N * (NH + KV) * HS if rope else 0
         tables = 2 * N * (HS // 2) * dq.itemsize if rope else 0
@@ -257,7 +261,9 @@ def _head_matmul_forward(a: np.ndarray, kv: np.ndarray, transposed: bool, name: 
     # rectangle: BLAS cannot skip the masked (future) keys, and a dense matmul still beats a triangular loop. In
     # training (S = T) that computes T² scores of which T(T+1)/2 are used; in decode (n = 1) nothing is wasted,
     # since the one query sees every key.
-    out = np.matmul(_grouped(a, KV), kv.transpose(0, 1, 3, 2) if transposed else kv).reshape(B, NH, T, -1)
+    out = empty((B, NH, T, S if transposed else HS), a.dtype, like=a)
+    if not is_shaped(a, kv):
+        np.matmul(_grouped(a, KV), kv.transpose(0, 1, 3, 2) if transposed else kv, out=_grouped(out, KV))
     if counting():
         # counted as executed, masked entries included (minitx.conventions)
         macs = B * NH * T * S * HS
@@ -279,7 +285,9 @@ def _head_matmul_backward(dout: np.ndarray, cache: HeadMatmulCache, name: str) -
     # all G·T rows of the group, so every query head that shared the kv head adds its share in the same matmul.
     # The masked entries of dscores are exact zeros (the softmax backward wrote them), multiplied all the same.
     d = _grouped(dout, KV)                                            # (B, KV, G·T, S or HS)
-    if cache.transposed:      # out = a kᵀ: da = dout k, dk = doutᵀ a
+    if is_shaped(dout, a, kv):
+        da, dkv = empty(a.shape, a.dtype, like=dout), empty(kv.shape, kv.dtype, like=dout)
+    elif cache.transposed:    # out = a kᵀ: da = dout k, dk = doutᵀ a
         da, dkv = np.matmul(d, kv), np.matmul(d.transpose(0, 1, 3, 2), _grouped(a, KV))
     else:                     # out = a v:  da = dout vᵀ, dv = aᵀ dout
         da, dkv = np.matmul(d, kv.transpose(0, 1, 3, 2)), np.matmul(_grouped(a, KV).transpose(0, 1, 3, 2), d)
@@ -305,15 +313,18 @@ def scores_backward(dscores: np.ndarray, cache: HeadMatmulCache, name: str) -> t
 # ---- causal softmax ------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _softmax_fwd(scores, pos, scale, probs):
-    # scores (B, NH, T, S) one block's q kᵀ, pos (B, T) each query's position, scale 1/√HS, probs (B, NH, T, S) out.
+def _softmax_fwd(scores, pos, scale, window, probs):
+    # scores (B, NH, T, S) one block's q kᵀ, pos (B, T) each query's position, scale 1/√HS, window W (0: none),
+    # probs (B, NH, T, S) out.
     # Key column j of a block is key position j (the block reads each sequence's keys 0..S-1), so causality is
-    # a prefix: the query at position pos may see columns 0..pos. No mask array is built or read.
+    # a prefix: the query at position pos may see columns 0..pos; a sliding window of W keeps the last W of them,
+    # lo..pos with lo = pos − W + 1 (Mistral's i − W < j ≤ i). No mask array is built or read.
     B, NH, T, S = scores.shape
     for b in range(B):
         for h in range(NH):
             for t in range(T):
-                n = min(pos[b, t] + 1, S)           # keys this query may see: positions 0..pos
+                n = min(pos[b, t] + 1, S)           # keys this query may see: positions lo..pos
+                lo = max(pos[b, t] + 1 - window, 0) if window > 0 else 0
                 row, out = scores[b, h, t], probs[b, h, t]
                 # pass 1: the row's max. exp overflows past ~88 (float32) or ~709 (float64), and softmax is
                 # unchanged by subtracting one constant from every entry; subtracting the max makes every
@@ -322,26 +333,29 @@ def _softmax_fwd(scores, pos, scale, probs):
                 # row's arithmetic in float64 even for a float32 model: unlike the activations, this loop is not
                 # kept in the model's dtype.)
                 m = -np.inf
-                for j in range(n):
+                for j in range(lo, n):
                     m = max(m, row[j] * scale)
                 # pass 2: exponentiate and sum. Each exp is stored in the output as it is made, so the last
                 # pass only rescales: exp runs once per entry, not twice.
                 total = 0.0
-                for j in range(n):
+                for j in range(lo, n):
                     e = np.exp(row[j] * scale - m)
                     total += e
                     out[j] = e
                 # pass 3: normalise. One division per row, then a multiply per entry.
                 inv = 1.0 / total
-                for j in range(n):
+                for j in range(lo, n):
                     out[j] *= inv
-                # The future keys: the mix multiplies the full rectangle, so they must hold a real 0, not garbage.
+                # The masked keys (the future, and those the window left behind): the mix multiplies the full
+                # rectangle, so they must hold a real 0, not garbage.
+                for j in range(lo):
+                    out[j] = 0.0
                 for j in range(n, S):
                     out[j] = 0.0                    # masked: exactly zero weight, not a tiny one
 
 
 @njit(cache=True, error_model="numpy")
-def _softmax_bwd(dprobs, probs, pos, scale, dscores):
+def _softmax_bwd(dprobs, probs, pos, scale, window, dscores):
     # dprobs (B, NH, T, S), probs (B, NH, T, S) the forward's output, pos (B, T), dscores (B, NH, T, S) out.
     # Forward: p_j = exp(a_j) / Σ exp(a), a_j = scale·s_j. So ds_j = scale · p_j (dp_j − Σ_k p_k dp_k).
     # In full: in the forward pass this was p_j = exp(a_j − m) / Σ_k exp(a_k − m), so
@@ -355,48 +369,57 @@ def _softmax_bwd(dprobs, probs, pos, scale, dscores):
         for h in range(NH):
             for t in range(T):
                 n = min(pos[b, t] + 1, S)
+                lo = max(pos[b, t] + 1 - window, 0) if window > 0 else 0
                 p, dp, ds = probs[b, h, t], dprobs[b, h, t], dscores[b, h, t]
                 # pass 1: Σ_j p_j dp_j, the part of the gradient every entry of the row shares
                 dot = 0.0
-                for j in range(n):
+                for j in range(lo, n):
                     dot += p[j] * dp[j]
                 # pass 2: each visible entry's own gradient
-                for j in range(n):
+                for j in range(lo, n):
                     ds[j] = scale * p[j] * (dp[j] - dot)
                 # masked entries were a constant 0 in the forward, independent of the scores: zero gradient. (dp
                 # there is not zero, since the mix backward computed the full rectangle; it is simply not read.)
+                for j in range(lo):
+                    ds[j] = 0.0
                 for j in range(n, S):
                     ds[j] = 0.0
 
 
-def _visible(pos: np.ndarray, n_heads: int, S: int) -> int:
-    """(query, key) pairs the causal loops visit: Σ over queries of min(pos + 1, S), for every head."""
-    return int(np.minimum(pos + 1, S).sum()) * n_heads
+def _visible(pos: np.ndarray, n_heads: int, S: int, window: int) -> int:
+    """(query, key) pairs the masked loops visit: Σ over queries of min(pos + 1, S) − lo, for every head."""
+    seen = np.minimum(pos + 1, S)
+    if window:
+        seen = seen - np.maximum(pos + 1 - window, 0)
+    return int(seen.sum()) * n_heads
 
 
-def softmax_forward(scores: np.ndarray, pos: np.ndarray, scale: float,
-                    name: str) -> tuple[np.ndarray, SoftmaxCache]:
-    """scores (B, NH, T, S), pos (B, T) -> probs (B, NH, T, S): row (b, ·, t) sees keys 0..pos[b, t].
+def softmax_forward(scores: np.ndarray, pos: np.ndarray, scale: float, name: str,
+                    window: int = 0) -> tuple[np.ndarray, SoftmaxCache]:
+    """scores (B, NH, T, S), pos (B, T) -> probs (B, NH, T, S): row (b, ·, t) sees keys 0..pos[b, t], or with a
+    sliding window of W > 0 the last W of them (pos − W < j ≤ pos).
     `scale` is 1/√HS: dot products of HS-dimensional vectors grow like √HS, and would saturate the softmax."""
     B, NH, T, S = scores.shape
-    probs = np.empty_like(scores)       # every entry written: visible ones by the passes, masked ones with 0
-    _softmax_fwd(scores, pos, scale, probs)
+    probs = empty(scores.shape, scores.dtype, like=scores)   # every entry written: visible ones, masked ones 0
+    if not is_shaped(scores):
+        _softmax_fwd(scores, pos, scale, window, probs)
     if counting():
         # only the visible entries: the loops never touch the masked ones except to write their zero
         per_entry, per_row = cv.SOFTMAX_FWD
-        record(name, "softmax", per_entry * _visible(pos, NH, S) + per_row * B * NH * T,
+        record(name, "softmax", per_entry * _visible(pos, NH, S, window) + per_row * B * NH * T,
                reads=(("activations", nbytes(scores, pos)),), writes=(("activations", nbytes(probs)),))
-    return probs, SoftmaxCache(probs, pos, scale)
+    return probs, SoftmaxCache(probs, pos, scale, window)
 
 
 def softmax_backward(dprobs: np.ndarray, cache: SoftmaxCache, name: str) -> np.ndarray:
     """dprobs (B, NH, T, S) -> dscores (B, NH, T, S)."""
-    dscores = np.empty_like(dprobs)
-    _softmax_bwd(dprobs, cache.probs, cache.pos, cache.scale, dscores)
+    dscores = empty(dprobs.shape, dprobs.dtype, like=dprobs)
+    if not is_shaped(dprobs, cache.probs):
+        _softmax_bwd(dprobs, cache.probs, cache.pos, cache.scale, cache.window, dscores)
     if counting():
         B, NH, T, S = dprobs.shape
         per_entry, per_row = cv.SOFTMAX_BWD
-        record(name, "softmax", per_entry * _visible(cache.pos, NH, S) + per_row * B * NH * T,
+        record(name, "softmax", per_entry * _visible(cache.pos, NH, S, cache.window) + per_row * B * NH * T,
                reads=(("activations", nbytes(dprobs, cache.probs, cache.pos)),),
                writes=(("activations", nbytes(dscores)),))
     return dscores
@@ -422,11 +445,12 @@ def merge_forward(o: np.ndarray, name: str, out: np.ndarray | None = None) -> np
     side. Written into `out` (rows of a larger batch) when given."""
     B, NH, T, HS = o.shape
     if out is None:
-        out = np.empty((B * T, NH * HS), dtype=o.dtype)
+        out = empty((B * T, NH * HS), o.dtype, like=o)
     # One strided copy: o's transpose is a free view (B, T, NH, HS), and so is out's reshape, because `out` is
     # whole rows of a C-contiguous array (a block's rows of the batch are consecutive). Were it not, reshape
     # would return a copy and the result would silently miss `out`.
-    np.copyto(out.reshape(B, T, NH, HS), o.transpose(0, 2, 1, 3))
+    if not is_shaped(o, out):
+        np.copyto(out.reshape(B, T, NH, HS), o.transpose(0, 2, 1, 3))
     if counting():
         record(name, "layout", 0, reads=(("activations", nbytes(o)),), writes=(("activations", nbytes(out)),))
     return out
@@ -438,7 +462,8 @@ def merge_backward(dout: np.ndarray, blk: Block, n_heads: int, name: str) -> np.
     # The forward was a permutation of entries, so the gradient is the inverse permutation: no arithmetic.
     # Made contiguous here, once, because the mix backward's grouped view (_grouped) is free only on a
     # contiguous (B, NH, T, HS) array.
-    d = np.ascontiguousarray(dout.reshape(blk.b, blk.n, n_heads, D // n_heads).transpose(0, 2, 1, 3))
+    d = dout.reshape(blk.b, blk.n, n_heads, D // n_heads).transpose(0, 2, 1, 3)
+    d = empty(d.shape, d.dtype, like=dout) if is_shaped(dout) else np.ascontiguousarray(d)
     if counting():
         record(name, "layout", 0, reads=(("activations", nbytes(dout)),), writes=(("activations", nbytes(d)),))
     return d

@@ -16,6 +16,7 @@ from numba import njit
 
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
+from ..shaped import empty, is_shaped
 
 
 class EmbedCache(NamedTuple):
@@ -84,12 +85,13 @@ def embedding_forward(tokens: np.ndarray, pos: np.ndarray | None, wte: np.ndarra
     """tokens (N,), pos (N,) -> x (N, C). Pass pos/wpe only for learned positions, scale only for Gemma."""
     N = tokens.shape[0]
     C = wte.shape[1]
-    out = np.empty((N, C), dtype=wte.dtype)
+    out = empty((N, C), wte.dtype, like=wte)
     # Numba compiles one signature per argument types and None is a type of its own: "no table" is an empty
     # (0, C) array, "no positions" the tokens again (never read), "no scale" 1.0.
-    empty = np.empty((0, C), dtype=wte.dtype)
-    _embed_fwd(tokens, pos if pos is not None else tokens, wte, wpe if wpe is not None else empty,
-               1.0 if scale is None else scale, out)
+    if not is_shaped(wte):
+        none = np.empty((0, C), dtype=wte.dtype)
+        _embed_fwd(tokens, pos if pos is not None else tokens, wte, wpe if wpe is not None else none,
+                   1.0 if scale is None else scale, out)
     if counting():
         rows = N * C * wte.itemsize                            # one row of C per selected token
         ids = nbytes(tokens) + (nbytes(pos) if wpe is not None else 0)
@@ -107,16 +109,17 @@ def embedding_backward(dout: np.ndarray, cache: EmbedCache, dwte: np.ndarray, dw
     The tables are zeroed first, except dwte when `accumulate_wte` (tied embeddings: the LM head's backward has
     already written its share there, and the lookup's share adds to it)."""
     N, C = dout.shape
-    empty = np.empty((0, C), dtype=dout.dtype)
     has_pos = cache.pos is not None
     # A scatter-add needs a zeroed start: the kernel only ever adds, and only into the rows the batch used.
     # Zeroing writes the whole (V, C) table, typically far more bytes than the N rows the scatter touches.
-    if not accumulate_wte:
-        dwte[...] = 0.0
-    if has_pos:
-        dwpe[...] = 0.0
-    _embed_bwd(dout, cache.tokens, cache.pos if has_pos else cache.tokens, dwte,
-               dwpe if has_pos else empty, 1.0 if cache.scale is None else cache.scale)
+    if not is_shaped(dout, dwte):
+        if not accumulate_wte:
+            dwte[...] = 0.0
+        if has_pos:
+            dwpe[...] = 0.0
+        none = np.empty((0, C), dtype=dout.dtype)
+        _embed_bwd(dout, cache.tokens, cache.pos if has_pos else cache.tokens, dwte,
+                   dwpe if has_pos else none, 1.0 if cache.scale is None else cache.scale)
     if counting():
         tables = 1 + has_pos
         rows = N * C * dout.itemsize                           # the rows added into, in each table

@@ -16,6 +16,8 @@ import numpy as np
 
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
+from ..quantize import QuantizedWeight, quantized_matmul
+from ..shaped import empty, is_shaped
 
 
 class LinearCache(NamedTuple):
@@ -31,15 +33,23 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, name: str
     """(N, K) @ (K, M) [+ b (M,)] -> (N, M). With transposed=True, w is (M, K)."""
     # w.T is a free view: BLAS reads a transposed operand directly, so the tied LM head needs no (K, V) copy.
     # Every row is a token and tokens do not interact here, so N packed tokens are one matmul.
-    out = x @ (w.T if transposed else w)
-    if b is not None:
-        out += b                        # broadcast over the N rows, in place: no second (N, M) temporary
+    quantized = isinstance(w, QuantizedWeight)
+    (N, K), M = x.shape, (w.shape[0] if transposed else w.shape[1])
+    out = empty((N, M), x.dtype, like=x)
+    if not is_shaped(x):
+        if quantized:
+            quantized_matmul(x, w, out)     # dequantizes each weight once, inside the kernel (minitx.core.quantize)
+        else:
+            np.matmul(x, w.T if transposed else w, out=out)
+        if b is not None:
+            out += b                    # broadcast over the N rows, in place: no second (N, M) temporary
     if counting():
-        (N, K), M = x.shape, out.shape[1]
         macs = N * K * M
         bias = b is not None
-        record(name, "matmul", 2 * macs + (cv.ELEMENTWISE * N * M if bias else 0), macs,
-               reads=(("activations", nbytes(x)), ("weights", nbytes(w) + (nbytes(b) if bias else 0))),
+        dequant = cv.DEQUANTIZE * K * M if quantized else 0    # scale × int, once per weight per call
+        w_bytes = w.nbytes if quantized else nbytes(w)         # quantized: the packed values and their scales
+        record(name, "matmul", 2 * macs + (cv.ELEMENTWISE * N * M if bias else 0) + dequant, macs,
+               reads=(("activations", nbytes(x)), ("weights", w_bytes + (nbytes(b) if bias else 0))),
                writes=(("activations", nbytes(out)),))
     return out, LinearCache(x, w, b is not None, transposed)
 
@@ -54,16 +64,18 @@ def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np
     # Stored (out, in), the forward was y = x wᵀ, and the same sums give dx = dy w and dw = dyᵀ x.
     x, w = cache.x, cache.w
     wm = w.T if cache.transposed else w     # the (K, M) matrix the forward multiplied by, as a view
-    dx = dout @ wm.T                        # (N, M) @ (M, K): the gradient that flows on to earlier layers
-    # dw is written straight into the flat gradient buffer's view (out=): no temporary, no copy. It is
-    # assigned, not added: a weight is used by one linear layer, except the tied wte, whose lookup share the
-    # embedding backward adds afterwards.
-    if cache.transposed:
-        np.matmul(dout.T, x, out=dw)        # (M, N) @ (N, K) -> (M, K)
-    else:
-        np.matmul(x.T, dout, out=dw)        # (K, N) @ (N, M) -> (K, M)
-    if cache.has_bias:
-        np.sum(dout, axis=0, out=db)        # the bias was added to every row, so its gradient sums the rows
+    dx = empty(x.shape, x.dtype, like=x)
+    if not is_shaped(x, dout):
+        np.matmul(dout, wm.T, out=dx)       # (N, M) @ (M, K): the gradient that flows on to earlier layers
+        # dw is written straight into the flat gradient buffer's view (out=): no temporary, no copy. It is
+        # assigned, not added: a weight is used by one linear layer, except the tied wte, whose lookup share the
+        # embedding backward adds afterwards.
+        if cache.transposed:
+            np.matmul(dout.T, x, out=dw)    # (M, N) @ (N, K) -> (M, K)
+        else:
+            np.matmul(x.T, dout, out=dw)    # (K, N) @ (N, M) -> (K, M)
+        if cache.has_bias:
+            np.sum(dout, axis=0, out=db)    # the bias was added to every row, so its gradient sums the rows
     if counting():
         (N, K), M = x.shape, dout.shape[1]
         macs = 2 * N * K * M
@@ -77,7 +89,9 @@ def linear_backward(dout: np.ndarray, cache: LinearCache, dw: np.ndarray, db: np
 def residual_forward(x: np.ndarray, fx: np.ndarray, name: str) -> np.ndarray:
     """(N, C) + (N, C) -> (N, C)."""
     # A new array rather than x += fx: in training, x is still held by the next norm's cache for its backward.
-    out = x + fx
+    out = empty(x.shape, x.dtype, like=x)
+    if not is_shaped(x, fx):
+        np.add(x, fx, out=out)
     if counting():
         record(name, "elementwise", cv.ELEMENTWISE * out.size, reads=(("activations", nbytes(x, fx)),),
                writes=(("activations", nbytes(out)),))

@@ -15,6 +15,7 @@ from numba import njit
 
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
+from ..shaped import empty, is_shaped
 
 
 class LossCache(NamedTuple):
@@ -71,8 +72,8 @@ def _xent_bwd(logits, targets, lse, dloss, dlogits):
 def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, name: str) -> tuple[float, LossCache]:
     """logits (N, V), targets (N,) int64 -> mean loss (a float)."""
     N, V = logits.shape
-    lse = np.empty(N, dtype=logits.dtype)      # N numbers: all the backward needs besides the logits themselves
-    loss = _xent_fwd(logits, targets, lse)
+    lse = empty((N,), logits.dtype, like=logits)   # N numbers: all the backward needs besides the logits
+    loss = float("nan") if is_shaped(logits) else _xent_fwd(logits, targets, lse)   # by shape: no value
     if counting():
         per_logit, per_row = cv.CROSS_ENTROPY_FWD
         record(name, "loss", N * (per_logit * V + per_row), reads=(("activations", nbytes(logits, targets)),),
@@ -84,8 +85,9 @@ def cross_entropy_backward(dloss: float, cache: LossCache, name: str) -> np.ndar
     """-> dlogits (N, V)."""
     logits = cache.logits
     N, V = logits.shape
-    dlogits = np.empty_like(logits)
-    _xent_bwd(logits, cache.targets, cache.lse, dloss, dlogits)
+    dlogits = empty(logits.shape, logits.dtype, like=logits)
+    if not is_shaped(logits):
+        _xent_bwd(logits, cache.targets, cache.lse, dloss, dlogits)
     if counting():
         per_logit, per_row = cv.CROSS_ENTROPY_BWD
         record(name, "loss", N * (per_logit * V + per_row),

@@ -15,6 +15,7 @@ from numba import njit
 
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
+from ..shaped import empty, is_shaped
 
 
 class NormCache(NamedTuple):
@@ -157,13 +158,14 @@ def norm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, kind: str, 
     N, C = x.shape
     # Gemma stores w and applies 1 + w (so zero-initialised w means "no scaling"). Since ∂(1 + w)/∂w = 1, the
     # kernels treat w_eff as the weight, and the dw they write is also the gradient of the stored w.
-    w_eff = (1.0 + w).astype(x.dtype) if unit_offset else w
-    out = np.empty_like(x)
-    rstd = np.empty(N, dtype=x.dtype)
-    mean = np.empty(N, dtype=x.dtype) if kind == "layernorm" else None
-    if kind == "layernorm":
+    real = not is_shaped(x, w)
+    w_eff = ((1.0 + w).astype(x.dtype) if real else empty(w.shape, x.dtype, like=w)) if unit_offset else w
+    out = empty(x.shape, x.dtype, like=x)
+    rstd = empty((N,), x.dtype, like=x)
+    mean = empty((N,), x.dtype, like=x) if kind == "layernorm" else None
+    if real and kind == "layernorm":
         _layernorm_fwd(x, w_eff, b, eps, out, mean, rstd)
-    else:
+    elif real:
         _rmsnorm_fwd(x, w_eff, eps, out, rstd)
     if counting():
         per_elem, per_row = cv.LAYERNORM_FWD if kind == "layernorm" else cv.RMSNORM_FWD
@@ -180,10 +182,12 @@ def norm_backward(dout: np.ndarray, cache: NormCache, dw: np.ndarray, db: np.nda
     input along the skip connection), it is added to dx here, as llm.c's layernorm_backward does with `+=`."""
     x = cache.x
     N, C = x.shape
-    dx = np.empty_like(x)
+    dx = empty(x.shape, x.dtype, like=x)
     # "no residual" as an empty (0, C) array, not None: Numba compiles one signature per argument types
     dres = dresidual if dresidual is not None else np.empty((0, C), dtype=x.dtype)
-    if cache.kind == "layernorm":
+    if is_shaped(x, dout):
+        pass                              # by shape: nothing to compute, the cost is recorded below
+    elif cache.kind == "layernorm":
         _layernorm_bwd(dout, x, cache.w_eff, cache.mean, cache.rstd, dres, dx, dw, db)
     else:
         _rmsnorm_bwd(dout, x, cache.w_eff, cache.rstd, dres, dx, dw)

@@ -1,0 +1,275 @@
+"""Fused attention: the FlashAttention algorithm (forward only) in one Numba kernel, reading keys straight from
+the KV store and writing each token's heads side by side.
+
+The unfused path (minitx.core.ops.attention) runs attention as four ops per block, each a trip to memory:
+
+    scores  s = q kᵀ          (b, NH, n, S)   written, then read back by the softmax
+    softmax a = softmax(s)    (b, NH, n, S)   written, then read back by the mix
+    mix     o = a v           (b, NH, n, HS)  written, then read back by the merge
+    merge   o -> (b·n, NH·HS)
+
+so its traffic grows like n·S per head: for a T-token prompt, T² scores written and read twice, where the
+inputs and the output are only O(T·HS). FlashAttention (Dao et al. 2022; Milakov & Gimelshein's online softmax,
+2018) never builds the score matrix. Each query walks its keys a tile at a time and keeps three things:
+
+    m   the largest score seen so far            (a running max, for a stable exp)
+    l   Σ exp(s_j − m) over the keys seen so far (the softmax's denominator, in units of exp(m))
+    o   Σ exp(s_j − m) · v_j                      (HS,) the numerator, in the same units
+
+When a tile brings a larger max m', everything accumulated so far was in units of exp(m) and must be brought to
+units of exp(m'): multiply l and o by exp(m − m'). After the last tile, o / l is exactly softmax(s) · v: the
+same numbers as the unfused path, up to rounding, with O(HS) state per (query, head) instead of a row of S.
+
+    fused_attention_forward(q, k_pool, v_pool, table, batch, NH, scale, window, name) -> out (N, NH·HS)
+
+Inputs are what the model already has after split_forward: q the flat (N·NH·HS,) buffer (block by block, each
+block's queries a (b, NH, n, HS) array: see block_queries), and every token's key and value already written into
+the store's pools (R, KV, X, HS), position j of slot s at row table[s, (j // X) % table.shape[1]], column j % X.
+The kernel reads keys through that table itself, so a contiguous cache, a rolling one (X columns reused in turn)
+and a paged one (several rows per slot, anywhere in the pool) are one code path, and no (b, KV, S, HS) copy of
+the keys is ever made outside the kernel. The output is token-major with each token's NH heads side by side:
+the layout the output projection reads, so no merge op is needed.
+
+Masking. A query at position i sees keys i − W < j ≤ i with a sliding window of W keys (Mistral, Gemma 2's local
+layers), else 0 ≤ j ≤ i. Keys outside that range are not visited at all: the loops run over the visible range
+only, so a fully masked key (or a fully masked tile) is neither computed nor counted. There is no partially
+masked tile either: each query's tiles are cut from its own visible range.
+
+Counting (minitx.accounting.conventions, "Fused attention"): the FLOPs are those of the loops below, per visible
+(query, key, head) entry, per tile and per (query, head) row; the bytes are those of an ideal fused kernel that
+reads every operand once (q, the positions, each block's keys and values) and writes the output once. This op has
+no backward: training keeps the unfused path, whose probabilities the backward needs.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ...accounting import conventions as cv
+from ...accounting.counting import counting, nbytes, record
+from ..batch import TokenBatch
+from ..shaped import empty, is_shaped
+
+
+@njit(cache=True, error_model="numpy")
+def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, kt, rows, cols, sc, o, m, l, out):
+    # q (N·NH·HS,) flat, block by block (each block's queries a (b, NH, n, HS) array); k_pool, v_pool (R, KV, X, HS);
+    # table (slots, rows/slot) int64; pos (N,) int64; blocks (n_blocks, 5) rows of (start, slot, b, n, p);
+    # NH query heads; scale 1/√HS (any float); window W ≥ 1, or 0 for plain causal; tile keys per tile.
+    # Scratch: kt (HS, span) one sequence's keys of one kv head, transposed; rows, cols (span,) int64 where each of
+    # its key positions lives; per query head of a group (G = NH/KV rows): sc (G, tile) one tile's scores, then
+    # weights, and o (G, HS) the running numerator, both in q's dtype; m, l (G,) float64 the running max and sum.
+    # out (N, NH·HS) written, every entry (the wrapper checked that the blocks cover every row).
+    R, KV, X, HS = k_pool.shape
+    G = NH // KV                     # query heads per key/value head (grouped-query attention)
+    width = table.shape[1]           # table entries per slot: 1 for a contiguous or rolling cache, more if paged
+    for blk in range(blocks.shape[0]):
+        start, slot, b, n, p = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3], blocks[blk, 4]
+        # The keys this block needs, per sequence: its last query (position p + n − 1) sees up to key p + n − 1;
+        # its first query (position p) sees back to key p − W + 1 with a window, to 0 without. Every query of the
+        # block sees a sub-range of lo_blk..hi-1, so that is what gets gathered.
+        hi = p + n
+        lo_blk = max(0, p - window + 1) if window > 0 else 0
+        span = hi - lo_blk
+        for bi in range(b):
+            s_ = slot + bi                   # the sequences of a block sit in consecutive slots
+            # Where each key position lives in the pools: row table[s, (j // X) mod width], column j mod X (the
+            # addressing _split_fwd wrote them with). One division per key, once per sequence, not per query.
+            for jj in range(span):
+                j = lo_blk + jj
+                rows[jj] = table[s_, (j // X) % width]
+                cols[jj] = j % X
+            for g in range(KV):
+                # Gather this sequence's keys of kv head g, transposed: kt[d, jj] is k[d] of position lo_blk + jj.
+                # With keys along the fast axis, a tile's scores are HS passes of s[j] += q[d]·k[j, d] over
+                # consecutive j: independent multiply-adds the compiler vectorises, where a dot product per key
+                # would be one chain of dependent adds. The copy is made once and read by all G·n queries of the
+                # group (the GPU kernel's tile in shared memory; here it stays in cache). Values need no copy:
+                # each v row is already HS contiguous numbers, the axis the e·v update runs along.
+                for jj in range(span):
+                    for d in range(HS):
+                        kt[d, jj] = k_pool[rows[jj], g, cols[jj], d]
+                for ti in range(n):
+                    r = start + bi * n + ti                  # the token's row in the batch
+                    i = pos[r]                               # its position (= p + ti, checked)
+                    lo = max(0, i - window + 1) if window > 0 else 0
+                    # The G query heads g·G .. g·G + G − 1 of this token share kv head g, and so the same visible
+                    # keys and the same tiles: they walk them together, each key and value row loaded once for all
+                    # G (MQA's one kv head is read once per token, not NH times). Each head is still its own row
+                    # of the online softmax, with its own m, l and o, doing exactly a row's arithmetic.
+                    # q[bi, h, ti, :] of the block's (b, NH, n, HS) array is at q0 + hh·n·HS (see _split_fwd).
+                    q0 = start * NH * HS + ((bi * NH + g * G) * n + ti) * HS
+                    # The state. m starts at −inf, so the first tile's rescale factor is exp(−inf) = 0: the (empty)
+                    # state is multiplied by zero, not special-cased.
+                    for hh in range(G):
+                        m[hh] = -np.inf
+                        l[hh] = 0.0
+                        for d in range(HS):
+                            o[hh, d] = 0.0
+                    # The visible keys lo..i, cut into tiles of `tile` keys from lo: ceil((i + 1 − lo) / tile)
+                    # tiles, the last one possibly short. No key outside lo..i is ever touched.
+                    for t0 in range(lo, i, tile):
+                        nt = min(t0 + tile, i + 1) - t0
+                        base = t0 - lo_blk                   # the tile's first column of kt
+                        # 1. the tile's scores s_j = q·k_j: HS multiply-adds per (key, head). krow and srow are
+                        # views, so the inner loop's index is a plain 0..nt-1 (the compiler then vectorises it).
+                        for hh in range(G):
+                            for jj in range(nt):
+                                sc[hh, jj] = 0.0
+                        for d in range(HS):
+                            krow = kt[d, base:base + nt]
+                            for hh in range(G):
+                                qd = q[q0 + hh * n * HS + d]
+                                srow = sc[hh]
+                                for jj in range(nt):
+                                    srow[jj] += qd * krow[jj]
+                        for hh in range(G):
+                            srow = sc[hh]
+                            # 2. scale, and the new running max: it starts from the old max, so one compare per
+                            # key and none per tile
+                            m_new = m[hh]
+                            for jj in range(nt):
+                                srow[jj] *= scale
+                                m_new = max(m_new, srow[jj])
+                            # 3. bring the state into units of exp(m_new). Done on every tile, also when the max
+                            # did not move (alpha = 1): the work per tile is the same whatever the data, so the
+                            # FLOP count is a function of the shapes alone (and there is no branch on the data).
+                            alpha = np.exp(m[hh] - m_new)
+                            l[hh] *= alpha
+                            for d in range(HS):
+                                o[hh, d] *= alpha
+                            # 4. each key's weight e_j = exp(s_j − m_new) ≤ 1 (no overflow), into the denominator.
+                            # Three simple loops rather than one: each vectorises or pipelines on its own.
+                            for jj in range(nt):
+                                srow[jj] = srow[jj] - m_new
+                            for jj in range(nt):
+                                srow[jj] = np.exp(srow[jj])
+                            lh = l[hh]
+                            for jj in range(nt):
+                                lh += srow[jj]
+                            l[hh] = lh
+                            m[hh] = m_new
+                        # 5. and times the key's value row into the numerator: o += e_j · v_j, one value row read
+                        # for the G heads
+                        for jj in range(nt):
+                            vr = v_pool[rows[base + jj], g, cols[base + jj]]         # (HS,) a view, no copy
+                            for hh in range(G):
+                                e = sc[hh, jj]
+                                orow = o[hh]
+                                for d in range(HS):
+                                    orow[d] += e * vr[d]
+                    # 6. normalise: o / l is the softmax-weighted average of the values. l ≥ 1 (the max key
+                    # contributes exp(0) = 1), so the division is safe. One division per row, then multiplies.
+                    for hh in range(G):
+                        inv = 1.0 / l[hh]
+                        h = g * G + hh
+                        for d in range(HS):
+                            out[r, h * HS + d] = o[hh, d] * inv
+
+
+def visible_keys(pos: np.ndarray, window: int | None) -> np.ndarray:
+    """pos (N,) -> (N,) int64 keys each query sees: pos + 1, or min(pos + 1, W) with a window of W."""
+    return np.minimum(pos + 1, window) if window else pos + 1
+
+
+def block_key_span(blocks: np.ndarray, window: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """blocks (n_blocks, 5) rows (start, slot, b, n, p) -> (lo, hi) (n_blocks,) each: the key positions lo..hi-1
+    a block's sequences need (its first query's first key .. its last query), the keys the kernel reads once."""
+    p, n = blocks[:, 4], blocks[:, 3]
+    lo = np.maximum(0, p - window + 1) if window else np.zeros_like(p)
+    return lo, p + n
+
+
+def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, int]:
+    """Everything the kernel indexes, checked before it runs (the kernel itself does no bounds checks). Cheap:
+    O(N) on the positions and O(blocks) on the table, against the kernel's O(N·NH·S·HS).
+    Returns (N, KV, HS)."""
+    if k_pool.ndim != 4 or v_pool.shape != k_pool.shape:
+        raise ValueError(f"k_pool and v_pool must be one (R, KV, X, HS) shape, got {k_pool.shape}, {v_pool.shape}")
+    R, KV, X, HS = k_pool.shape
+    if n_heads < 1 or KV < 1 or n_heads % KV:
+        raise ValueError(f"n_heads={n_heads} must be a positive multiple of the pools' KV={KV}")
+    if window is not None and (isinstance(window, bool) or int(window) != window or window < 1):
+        raise ValueError(f"window must be None or an integer ≥ 1, got {window!r}")
+    pos, blocks = batch.pos, batch.block_array
+    N = pos.shape[0]
+    if q.ndim != 1 or q.size != N * n_heads * HS or q.dtype not in (np.float32, np.float64):
+        raise ValueError(f"q must be a flat float32/float64 (N·NH·HS,) = ({N * n_heads * HS},) buffer, got "
+                         f"{q.dtype} {q.shape}")
+    if pos.dtype != np.int64 or table.dtype != np.int64 or table.ndim != 2 or table.shape[1] < 1:
+        raise ValueError("positions and the block table must be int64, the table (slots, rows per slot)")
+    start, slot, b, n, p = blocks.T
+    # The blocks must tile rows 0..N-1 in order (out is np.empty: every row must be written), with sizes ≥ 1.
+    sizes = b * n
+    if (blocks.shape[0] == 0 or (b < 1).any() or (n < 1).any() or (p < 0).any() or start[0] != 0
+            or (start[1:] != start[:-1] + sizes[:-1]).any() or int(sizes.sum()) != N):
+        raise ValueError("the batch's blocks must cover its rows 0..N-1 in order, each with b, n ≥ 1 and p ≥ 0")
+    # Each token's position is its block's p plus its index in the sequence: the kernel reads keys up to pos[r].
+    expected = np.repeat(p, sizes) + (np.arange(N) - np.repeat(start, sizes)) % np.repeat(n, sizes)
+    if not np.array_equal(pos, expected):
+        raise ValueError("batch positions disagree with its blocks: token start + bi·n + ti must be at p + ti")
+    if (slot < 0).any() or (slot + b > table.shape[0]).any():
+        raise ValueError(f"a block's slots fall outside the block table's {table.shape[0]} slots")
+    lo, hi = block_key_span(blocks, window)
+    width = table.shape[1]
+    if (hi - lo > X * width).any():
+        # Keys lo..hi-1 must all still be in the store: split wrote positions up to hi − 1 this call, and a
+        # position shares its (row, column) with the one X·width earlier. (A rolling cache needs W ≤ X − n + 1.)
+        raise ValueError(f"a block needs {int((hi - lo).max())} keys per sequence but the store keeps "
+                         f"{X * width} (X={X} × {width} rows): the earliest would already be overwritten")
+    for k in range(blocks.shape[0]):
+        # the table entries the block's keys use: (j // X) % width for j in lo..hi-1
+        first, last = int(lo[k]) // X, (int(hi[k]) - 1) // X
+        entries = (np.arange(first, last + 1) % width) if last - first + 1 < width else slice(None)
+        used = table[slot[k]:slot[k] + b[k], entries]
+        if used.min() < 0 or used.max() >= R:
+            raise ValueError(f"block table rows {int(used.min())}..{int(used.max())} outside the pools' {R} rows")
+    return N, KV, HS
+
+
+def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarray, table: np.ndarray,
+                            batch: TokenBatch, n_heads: int, scale: float, window: int | None, name: str,
+                            kv_category: str = "activations") -> np.ndarray:
+    """q (N·NH·HS,) from split_forward, k_pool and v_pool (R, KV, X, HS) holding every key the batch needs,
+    table (slots, rows/slot) int64 -> out (N, NH·HS): softmax(scale · q kᵀ) v over each query's visible keys
+    (i − W < j ≤ i with window W, else 0 ≤ j ≤ i), each token's heads side by side. Forward only."""
+    N, KV, HS = _check(q, k_pool, v_pool, table, batch, n_heads, window)
+    blocks = batch.block_array
+    lo, hi = block_key_span(blocks, window)
+    out = empty((N, n_heads * HS), q.dtype, like=q)
+    if not is_shaped(q, k_pool, v_pool):
+        # Scratch, allocated once per call and reused by every block: one sequence's keys of one kv head,
+        # transposed (kt, in the pools' dtype), where each of its positions lives (rows, cols), and the online
+        # softmax's state for the G query heads of one token. Like the unfused path's BLAS matmuls, the dot
+        # products and the e·v accumulation run in the model's dtype (sc, o); like its softmax, the running max
+        # and sum are float64 (m, l).
+        span, tile, G = int((hi - lo).max()), cv.FUSED_TILE, n_heads // KV
+        kt = np.empty((HS, span), dtype=k_pool.dtype)
+        rows, cols = np.empty(span, dtype=np.int64), np.empty(span, dtype=np.int64)
+        sc, o = np.empty((G, tile), dtype=q.dtype), np.empty((G, HS), dtype=q.dtype)
+        m, l = np.empty(G, dtype=np.float64), np.empty(G, dtype=np.float64)
+        # Numba compiles a kernel per argument type and None is a type of its own: "no window" arrives as 0.
+        _fused_fwd(q, k_pool, v_pool, table, batch.pos, blocks, n_heads, float(scale), int(window or 0), tile,
+                   kt, rows, cols, sc, o, m, l, out)
+    if counting():
+        flops, macs = fused_attention_flops(batch.pos, n_heads, HS, window)
+        # each block's keys and values, once per sequence: positions lo..hi-1 (minitx.conventions)
+        kv_read = 2 * KV * HS * k_pool.itemsize * int((blocks[:, 2] * (hi - lo)).sum())
+        record(name, "attention", flops, macs,
+               reads=(("activations", nbytes(q, batch.pos)), (kv_category, kv_read)),
+               writes=(("activations", nbytes(out)),))
+    return out
+
+
+def fused_attention_flops(pos: np.ndarray, n_heads: int, head_dim: int, window: int | None) -> tuple[int, int]:
+    """(FLOPs, MACs) of the kernel for queries at positions pos (N,), from the conventions' constants:
+    per (query, head) with vis visible keys, 4·HS·vis + PER_KEY·vis + PER_TILE·ceil(vis / TILE) + PER_ROW."""
+    vis = visible_keys(pos, window)
+    tiles = -(-vis // cv.FUSED_TILE)                                  # ceil(vis / TILE)
+    HS = head_dim
+    (tile_d, tile_1), (row_d, row_1) = cv.FUSED_PER_TILE, cv.FUSED_PER_ROW
+    per_row = ((4 * HS + cv.FUSED_PER_KEY) * vis + (tile_d * HS + tile_1) * tiles + row_d * HS + row_1)
+    return n_heads * int(per_row.sum()), n_heads * 2 * HS * int(vis.sum())
+
+
+__all__ = ["fused_attention_forward", "fused_attention_flops", "visible_keys", "block_key_span"]
