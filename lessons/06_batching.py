@@ -41,22 +41,26 @@ for B in (1, 8, 32, 64, 128, 256, 512, 1024):
 #
 # ## 2. The critical batch is the ridge point
 #
-# With weights only, the intensity of a decode step is 2·B / itemsize FLOP per byte. It reaches the ridge
-# peak / bandwidth at **B* = ridge · itemsize / 2**, which is the ridge itself in bf16. Counting the
-# activations each unfused matmul also reads and writes moves the crossing up a little.
+# With weights only, the intensity of a decode step is 2·B / b FLOP per byte, b the bytes stored per weight. It
+# reaches the ridge peak / bandwidth at **B* = ridge · b / 2**, which is the ridge itself in bf16 (b = 2).
+# Counting the activations each unfused matmul also reads and writes moves the crossing up a little.
 
 # %%
-print(f"{'hardware':<12} {'dtype':<6} {'ridge':>7} {'B* = ridge·s/2':>15} {'B* from ops':>12}")
-for name, dtype in (("h100-sxm", "bf16"), ("h100-sxm", "int8"), ("a100-80gb", "bf16"), ("l4", "bf16"),
-                    ("h200", "bf16")):
+print(f"{'hardware':<12} {'weights':<8} {'ridge':>7} {'b':>6} {'B* = ridge·b/2':>15} {'B* from ops':>12}")
+for name, dtype in (("h100-sxm", "bf16"), ("h100-sxm", "int8"), ("h100-sxm", "int4"), ("a100-80gb", "bf16"),
+                    ("l4", "bf16"), ("h200", "bf16")):
     crit = serving.critical_batch(cfg, name, dtype)
-    print(f"{name:<12} {dtype:<6} {crit.ridge:>7.1f} {crit.analytic:>15.1f} {crit.from_ops:>12}")
+    print(f"{name:<12} {dtype:<8} {crit.ridge:>7.1f} {crit.bytes_per_weight:>6.3f} {crit.analytic:>15.1f} "
+          f"{crit.from_ops:>12}")
 crit = serving.critical_batch(cfg, h100, "bf16")
 
 # %% [markdown]
-# In int8, a parameter is one byte and meets 2·B integer operations: intensity 2·B. The chip's int8 peak is
-# also twice its bf16 peak, so the critical batch hardly moves (~295 on an H100). On the L4, whose ridge is
-# ~400, a batch must be larger still before decoding uses the arithmetic units.
+# Quantized weights (int8, int4: weight-only, W8A16 and W4A16) are dequantized and multiplied in bf16, so the
+# bf16 ridge still applies, but each weight now costs b ≈ 1.14 or 0.71 bytes (the scales, and the embedding and
+# head left in bf16, keep b above 1 and 1/2): the step's intensity rises and the critical batch falls, to ~170
+# and ~105 on an H100. (Running the matmuls in int8 too, W8A8, would use the int8 peak, twice bf16's, and bring
+# it back near 300; minitx does not model that.) On the L4, whose ridge is ~400, a batch must be larger still
+# before decoding uses the arithmetic units.
 #
 # ## 3. The KV cache: bytes and memory
 #

@@ -208,12 +208,20 @@ def test_memory_inference_llama_2_7b(capsys):
 
 def test_memory_inference_reports_the_prefill_largest_activation(capsys):
     # gpt2, batch 8 at 1,024 tokens: the full forward's largest activation is the logits of all T rows,
-    # 8·1024·50257·2 B; a prefill keeps only the last row, so its largest is the scores, 8·12·1024²·2 B.
-    data = run_json(["memory", "gpt2", "--batch", "8", "--seq", "1024"], capsys)
+    # 8·1024·50257·2 B; a prefill keeps only the last row, so with unfused attention its largest is the scores,
+    # 8·12·1024²·2 B. Fused attention (the default) keeps no scores: the MLP's up projection, 8·1024·3072·2 B.
+    data = run_json(["memory", "gpt2", "--batch", "8", "--seq", "1024", "--attention", "unfused"], capsys)
     assert data["parts"]["activations"] == 8 * 12 * 1024 * 1024 * 2 and data["largest_activation"] == "scores"
     assert data["full_forward_largest_activation"] == {"name": "logits", "bytes": 8 * 1024 * 50257 * 2}
     assert data["total"] == sum(data["parts"].values())
-    rc, out, _ = run(["memory", "gpt2", "--batch", "8", "--seq", "1024"], capsys)
+    assert data["attention"] == "unfused" and data["unfused_attention"]["total"] == data["total"]
+    fused = run_json(["memory", "gpt2", "--batch", "8", "--seq", "1024"], capsys)
+    assert fused["attention"] == "fused" and fused["largest_activation"] == "mlp_up"
+    assert fused["parts"]["activations"] == 8 * 1024 * 3072 * 2
+    assert fused["unfused_attention"] == {"largest_activation": "scores", "activations": 8 * 12 * 1024 * 1024 * 2,
+                                          "full_forward_largest_activation": data["full_forward_largest_activation"],
+                                          "total": data["total"]}
+    rc, out, _ = run(["memory", "gpt2", "--batch", "8", "--seq", "1024", "--attention", "unfused"], capsys)
     assert rc == 0 and "prefill's largest single activation" in out and "a few times" in out
     assert "all T logits" in out and "823,410,688" in out
     # one token of a 256k vocabulary: the last row's logits, B·V, can be the largest
@@ -247,6 +255,79 @@ def test_memory_activations_depend_on_dtype(capsys):
     assert 1.99 < fp32["parts"]["activations"] / bf16["parts"]["activations"] <= 2.0
 
 
+
+def test_memory_llama_2_70b_int4_weights_bf16_cache_by_hand(capsys):
+    """"How much GPU memory does Llama-2-70B need with int4 weights and a bf16 cache?" One command.
+
+    Llama-2-70B: L = 80, C = 8192, 64 query heads and 8 kv heads of HS = 128, d_ff = 28672 (gated), V = 32000,
+    untied head. int4 stores each layer matrix (K inputs, M outputs) as K·M/2 bytes of packed values plus a
+    float16 scale per 128 inputs per output, (K/128)·M·2 bytes:
+        q|k|v  8192 × 10240   41,943,040 + 64·10240·2 = 1,310,720    ->  43,253,760
+        o      8192 × 8192    33,554,432 + 64·8192·2  = 1,048,576    ->  34,603,008
+        up     8192 × 57344  234,881,024 + 64·57344·2 = 7,340,032    -> 242,221,056
+        down  28672 × 8192   117,440,512 + 224·8192·2 = 3,670,016    -> 121,110,528
+        per layer 441,188,352; × 80 layers = 35,295,068,160
+    The rest stays bf16: wte and the head 2 · 32000·8192 = 524,288,000, norms (2·80 + 1)·8192 = 1,318,912:
+    525,606,912 parameters × 2 B = 1,051,213,824. Weights: 36,346,281,984 B (36.3 GB, vs 138.0 GB in bf16).
+    KV cache, bf16: 2·L·KV·HS·2 B = 2·80·8·128·2 = 327,680 B per token × 4096 tokens × 8 = 10,737,418,240 B.
+    Largest activation, fused attention: the gated MLP's up projection, B·T·2F·2 = 8·4096·57344·2 =
+    3,758,096,384 B (unfused attention would keep the scores instead, B·NH·T²·2 = 8·64·4096²·2 =
+    17,179,869,184 B). Total 36,346,281,984 + 10,737,418,240 + 3,758,096,384 = 50,841,796,608 B: 50.8 GB.
+    """
+    argv = ["memory", "llama-2-70b", "--weight-dtype", "int4", "--kv-dtype", "bf16", "--batch", "8", "--seq", "4096"]
+    data = run_json(argv, capsys)
+    assert data["parts"] == {"weights": 36_346_281_984, "kv_cache": 10_737_418_240, "activations": 3_758_096_384}
+    assert data["total"] == 50_841_796_608 and data["largest_activation"] == "mlp_up"
+    assert data["precision"] == {"activations": "bfloat16", "weights": "int4", "kv": "bfloat16", "group_size": 128,
+                                 "text": "bfloat16, weights int4 (groups of 128)"}
+    assert data["attention"] == "fused"
+    assert data["unfused_attention"]["activations"] == 17_179_869_184
+    assert data["unfused_attention"]["total"] == 36_346_281_984 + 10_737_418_240 + 17_179_869_184
+    assert run_json(argv[:2] + ["--dtype", "int4"] + argv[6:], capsys)["parts"] == data["parts"]  # the shorthand
+    rc, out, _ = run(argv, capsys)
+    assert rc == 0 and "50,841,796,608" in out and "int4 (4 bits)" in out and "per 128 inputs" in out
+    assert "unfused attention would keep attention scores" in out and "17,179,869,184" in out
+
+
+def test_memory_llama_3_8b_fused_attention_keeps_no_score_matrix(capsys):
+    # B = 8, T = 4096: an unfused prefill's scores are B·NH·T²·2 = 8·32·4096²·2 = 8,589,934,592 B, which a
+    # server running fused attention never holds: its largest is the MLP's up projection, 8·4096·2·14336·2 B.
+    fused = run_json(["memory", "llama-3-8b", "--batch", "8", "--seq", "4096"], capsys)
+    unfused = run_json(["memory", "llama-3-8b", "--batch", "8", "--seq", "4096", "--attention", "unfused"], capsys)
+    assert fused["parts"]["activations"] == 8 * 4096 * 2 * 14336 * 2 == 1_879_048_192
+    assert unfused["parts"]["activations"] == 8 * 32 * 4096 ** 2 * 2 == 8_589_934_592
+    assert fused["parts"]["weights"] == unfused["parts"]["weights"]
+    assert fused["parts"]["kv_cache"] == unfused["parts"]["kv_cache"]
+    assert fused["unfused_attention"]["total"] == unfused["total"]
+    rc, out, _ = run(["memory", "llama-3-8b", "--batch", "8", "--seq", "4096"], capsys)
+    assert rc == 0 and "unfused attention would keep attention scores" in out and "8,589,934,592" in out
+    assert "would add 6,710,886,400 B" in out
+
+
+def test_memory_precision_flags(capsys):
+    base = ["memory", "llama-3-8b", "--batch", "4", "--seq", "1024"]
+    bf16 = run_json(base, capsys)
+    kv8 = run_json(base + ["--kv-dtype", "int8"], capsys)
+    assert kv8["parts"]["kv_cache"] * 2 == bf16["parts"]["kv_cache"]
+    assert kv8["parts"]["weights"] == bf16["parts"]["weights"]
+    assert kv8["parts"]["activations"] == bf16["parts"]["activations"]       # activations stay bf16
+    int8 = run_json(base + ["--dtype", "int8"], capsys)
+    assert int8["precision"]["weights"] == "int8" and int8["precision"]["kv"] == "int8"
+    assert int8["parts"] == run_json(base + ["--weight-dtype", "int8", "--kv-dtype", "int8"], capsys)["parts"]
+    # --dtype int8 with a bf16 cache: the flags override the shorthand
+    mixed = run_json(base + ["--dtype", "int8", "--kv-dtype", "bf16"], capsys)
+    assert mixed["parts"]["kv_cache"] == bf16["parts"]["kv_cache"]
+    assert mixed["parts"]["weights"] == int8["parts"]["weights"]
+    fp32 = run_json(base + ["--dtype", "fp32", "--weight-dtype", "int4"], capsys)   # int4 weights, fp32 elsewhere
+    assert fp32["parts"]["kv_cache"] == 2 * bf16["parts"]["kv_cache"]
+    assert fp32["parts"]["weights"] < bf16["parts"]["weights"] / 2
+
+
+def test_memory_training_keeps_one_float_format(capsys):
+    data = run_json(["memory", "gpt2", "--train", "--seq", "64"], capsys)
+    assert data["attention"] == "unfused" and data["precision"]["weights"] == "bfloat16"
+    assert "unfused_attention" not in data
+
 # ---- flops ---------------------------------------------------------------------------------------------------
 
 def test_flops_train_gpt2_matches_nanogpt_numbers(capsys):
@@ -267,13 +348,52 @@ def test_flops_phases_and_table(capsys):
         assert data["tokens"] == tokens
         assert data["approx_2P_tokens"] == 2 * 8_030_261_248 * tokens
         assert 0.8 < data["total"] / data["approx_2P_tokens"] < 1.2
-    rc, out, _ = run(["flops", "llama-3-8b", "--seq", "512", "--phase", "decode"], capsys)
+    rc, out, _ = run(["flops", "llama-3-8b", "--seq", "512", "--phase", "decode", "--attention", "unfused"], capsys)
     assert rc == 0
     for text in ("attention: q k v o projections", "attention: scores + mix", "attention: softmax",
                  "mlp: matmuls", "norms", "lm_head", "2·P·tokens", "FLOP per byte"):
         assert text in out
+    rc, out, _ = run(["flops", "llama-3-8b", "--seq", "512", "--phase", "decode"], capsys)   # fused: servers' kernel
+    assert rc == 0 and "attention: fused kernel" in out and "attention: scores + mix" not in out
+    assert "unfused attention (scores written out" in out
     rc, out, _ = run(["flops", "gpt2", "--seq", "64", "--phase", "train"], capsys)
     assert rc == 0 and "6·P·tokens" in out and "loss" in out and "optimizer" in out
+
+
+def test_flops_precision_and_attention_flags(capsys):
+    base = ["flops", "llama-3-8b", "--batch", "4", "--seq", "512", "--phase", "decode"]
+    bf16 = run_json(base, capsys)
+    int4 = run_json(base + ["--weight-dtype", "int4"], capsys)
+    # int4 weights: the layers' matrices read as ~0.53 B per value instead of 2, and dequantized (1 FLOP each)
+    weights_read = {k: d["by_category"]["weights"]["bytes_read"] for k, d in (("bf16", bf16), ("int4", int4))}
+    assert weights_read["int4"] < 0.45 * weights_read["bf16"]
+    assert int4["total"] > bf16["total"]
+    assert int4["by_category"]["kv_cache"] == bf16["by_category"]["kv_cache"]
+    kv8 = run_json(base + ["--kv-dtype", "int8"], capsys)
+    assert kv8["by_category"]["kv_cache"]["bytes_read"] * 2 == bf16["by_category"]["kv_cache"]["bytes_read"]
+    assert kv8["total"] == bf16["total"]
+    # the default is fused for prefill and decode, with the unfused figure beside it; train is unfused
+    unfused = run_json(base + ["--attention", "unfused"], capsys)
+    assert bf16["attention"] == "fused" and unfused["attention"] == "unfused"
+    assert bf16["unfused_attention"] == {"total": unfused["total"], "bytes": unfused["bytes"],
+                                         "intensity": unfused["intensity"], "by_phase": unfused["by_phase"]}
+    assert "attention: fused kernel" in bf16["components"] and "attention: softmax" not in bf16["components"]
+    assert "attention: softmax" in unfused["components"] and "attention: fused kernel" not in unfused["components"]
+    for key in ("attention: q k v o projections", "mlp: matmuls", "lm_head", "norms"):
+        assert bf16["components"][key] == unfused["components"][key]
+    train = run_json(["flops", "gpt2", "--seq", "64"], capsys)
+    assert train["attention"] == "unfused" and "unfused_attention" not in train
+    assert run_json(["flops", "gpt2", "--seq", "64", "--attention", "unfused"], capsys) == train
+    assert set(train["by_op"]) >= {"matmul", "attention", "softmax", "loss", "optimizer"}
+    assert train["by_category"]["optimizer_state"]["bytes_read"] == 2 * 2 * 124_439_808
+
+
+def test_kv_precision_flags(capsys):
+    base = ["kv", "llama-3-8b", "--batch", "2", "--seq", "100"]
+    assert run_json(base + ["--kv-dtype", "int8"], capsys)["total"] == 65_536 * 200
+    assert run_json(base + ["--dtype", "int4"], capsys)["total"] == 131_072 * 200    # int4: weights only
+    assert run_json(base + ["--dtype", "int8"], capsys)["total"] == 65_536 * 200     # int8: weights and cache
+    assert run_json(base + ["--weight-dtype", "int4", "--attention", "unfused"], capsys)["total"] == 131_072 * 200
 
 
 def test_a_70b_model_answers_fast(capsys):
@@ -300,6 +420,15 @@ BAD = {
     "unknown dtype": ["memory", "gpt2", "--dtype", "fp8"],
     "unknown phase": ["flops", "gpt2", "--phase", "backward"],
     "unknown recipe": ["memory", "gpt2", "--train", "--recipe", "adafactor"],
+    "int4 training": ["flops", "gpt2", "--weight-dtype", "int4"],
+    "int8 training memory": ["memory", "gpt2", "--train", "--dtype", "int8"],
+    "fused training": ["flops", "gpt2", "--attention", "fused"],
+    "fused training memory": ["memory", "gpt2", "--train", "--attention", "fused"],
+    "bf16 weights with fp32 activations": ["memory", "gpt2", "--dtype", "fp32", "--weight-dtype", "bf16"],
+    "fp16 weights with bf16 activations": ["flops", "gpt2", "--phase", "decode", "--weight-dtype", "fp16"],
+    "int4 cache": ["kv", "gpt2", "--kv-dtype", "int4"],
+    "unknown attention": ["memory", "gpt2", "--attention", "flash"],
+    "group size": ["memory", "tiny-gpt2", "--weight-dtype", "int8"],
 }
 
 

@@ -56,7 +56,11 @@ def test_both_families_and_every_section_are_checked(claims):
     assert {c["section"] for c in claims} == set(check.SECTIONS)
     for model in ("small-gpt2", "small-llama"):
         mine = [c for c in claims if c["model"] == model]
-        assert {c["section"] for c in mine} == set(check.SECTIONS)
+        assert {c["section"] for c in mine} == set(check.SECTIONS) - {"real models"}
+    # the real models are counted by shape, every figure exactly
+    real = [c for c in claims if c["section"] == "real models"]
+    assert {c["model"] for c in real} == set(check.REAL_MODELS)
+    assert all(c["kind"] == "exact" and c["ok"] for c in real)
 
 
 def _find(claims, model, words):
@@ -87,7 +91,7 @@ def test_the_talks_claims_are_all_there(claims):
 
 
 def test_gemma_rows_compare_the_formula_with_published_figures(claims):
-    rows = {c["formula"]: c for c in claims if c["model"] == "gemma-2b"}
+    rows = {c["formula"]: c for c in claims if c["model"] == "gemma-2b" and c["section"] != "real models"}
     assert rows["P − V·C"]["counted"] == rows["P − V·C"]["expected"] == 1_981_884_416
     assert rows["P"]["counted"] == rows["P"]["expected"] == 2_506_172_416
     assert all(c["source"].startswith("published") for c in rows.values())
@@ -181,7 +185,7 @@ def test_real_run_rows_read_as_the_review_asked(claims):
         assert bound["kind"] == "at_most" and bound["counted"] <= 4
         for c in _find(claims, model, ["recompute", "cached"]):
             assert "≈ t + 1" in c["claim"]
-        illustration = _find(claims, model, ["illustration", "16-bit"])[0]
-        assert illustration["kind"] == "illustration" and illustration["source"] == "formula only"
+        sixteen = _find(claims, model, ["16-bit", "FLOP per weight byte"])[0]
+        assert sixteen["kind"] == "approx" and sixteen["source"] == "counted by shape" and sixteen["ok"]
     llama = _find(claims, "small-llama", ["vocabulary tables"])[0]
     assert "untied head" in llama["claim"] and llama["formula"].startswith("2·V·C / P")

@@ -216,7 +216,7 @@ def test_stop_tokens_end_each_sequence_and_are_kept():
 
 # ---- Hugging Face fixtures -----------------------------------------------------------------------------------
 
-FIXTURES = ["gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny"]
+FIXTURES = ["gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny", "mistral_window_tiny"]
 
 
 def load_fixture(name):
@@ -227,12 +227,21 @@ def load_fixture(name):
     return model, prompts, [f["gen_output_0"].tolist(), f["gen_output_1"].tolist()]
 
 
+def fused_twin(model: Transformer) -> Transformer:
+    """The same weights, run with fused attention (and, with a sliding window, a rolling KV cache)."""
+    twin = Transformer(model.cfg, dtype=model.dtype.name, attention="fused")
+    twin.flat[...] = model.flat
+    return twin
+
+
 @pytest.mark.parametrize("name", FIXTURES)
 def test_greedy_tokens_equal_hugging_face(name):
     model, prompts, expected = load_fixture(name)
-    assert [generate(model, [p], 10)[0] for p in prompts] == expected           # singly
-    assert generate(model, prompts, 10) == expected                             # one right-padded batch
-    assert generate_recompute(model, prompts, 10) == expected                   # and without the cache
+    n = len(expected[0])              # mistral_window_tiny generates past its 5-token window: 16 tokens
+    assert [generate(model, [p], n)[0] for p in prompts] == expected            # singly
+    assert generate(model, prompts, n) == expected                              # one right-padded batch
+    assert generate_recompute(model, prompts, n) == expected                    # and without the cache
+    assert generate(fused_twin(model), prompts, n) == expected                  # fused (rolling cache)
 
 
 # ---- counts == formulas --------------------------------------------------------------------------------------

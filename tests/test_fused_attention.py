@@ -38,7 +38,7 @@ from minitx.core.ops.attention import (block_queries, merge_forward, mix_forward
                                        split_forward)
 from minitx.core.ops.fused_attention import fused_attention_forward
 from minitx.core.shaped import shaped
-from test_tally import Tally, count_loop, exp, tallied, values
+from test_tally import count_loop, exp, tallied, values   # the counting number (Tally) and its helpers
 
 HEADS = [(1, 1), (2, 2), (4, 4), (2, 1), (4, 2), (4, 1), (6, 3), (6, 2)]     # (NH, KV): MHA, GQA, MQA
 
@@ -337,8 +337,11 @@ def fused_loop(Q, K, V, pos, slots, scale, window, tile):
                 sc = []
                 for j in range(t0, t1):
                     acc = 0.0
-                    for d in range(HS):
-                        acc = acc + q[d] * k[j, d]                 # 2·HS
+                    for d in range(0, HS - 3, 4):                  # four d's a pass, as the kernel groups them
+                        acc = acc + ((q[d] * k[j, d] + q[d + 1] * k[j, d + 1])
+                                     + (q[d + 2] * k[j, d + 2] + q[d + 3] * k[j, d + 3]))   # 8 per 4 d's
+                    for d in range(HS - HS % 4, HS):
+                        acc = acc + q[d] * k[j, d]                 # 2 per leftover d: 2·HS in all
                     sc.append(acc * scale)                         # 1
                 m_new = m
                 for x in sc:
@@ -346,10 +349,14 @@ def fused_loop(Q, K, V, pos, slots, scale, window, tile):
                 alpha = exp(m - m_new)                             # 2 per tile
                 l = l * alpha                                      # 1 per tile
                 o = [od * alpha for od in o]                       # HS per tile
-                for jj, j in enumerate(range(t0, t1)):
-                    e = exp(sc[jj] - m_new)                        # 2
-                    l = l + e                                      # 1
-                    o = [o[d] + e * v[j, d] for d in range(HS)]    # 2·HS
+                e = [exp(x - m_new) for x in sc]                   # 2
+                for x in e:
+                    l = l + x                                      # 1
+                for jj in range(0, t1 - t0 - 1, 2):                # two keys a pass, as the kernel pairs them
+                    j = t0 + jj
+                    o = [o[d] + (e[jj] * v[j, d] + e[jj + 1] * v[j + 1, d]) for d in range(HS)]   # 4·HS per 2
+                if (t1 - t0) % 2:
+                    o = [o[d] + e[-1] * v[t1 - 1, d] for d in range(HS)]                         # 2·HS
                 m = m_new
             inv = 1.0 / l                                          # 1 per row
             for d in range(HS):
@@ -362,7 +369,7 @@ def fused_loop(Q, K, V, pos, slots, scale, window, tile):
 def test_tally_equals_the_conventions(tile, window):
     """Decode at 70 keys (two tiles of the default 64), a prefill chunk after earlier keys, a short decode."""
     rng = np.random.default_rng(11)
-    NH, KV, HS = 4, 2, 3
+    NH, KV, HS = 4, 2, 6                              # one group of four d's and two left over
     shapes = [(69, 1), (3, 4), (1, 1)]
     batch = make_batch(shapes, [0, 1, 2])
     K, V, k_pool, v_pool, table = make_store(rng, "contiguous", shapes, window, KV, HS, np.float64)
@@ -446,6 +453,11 @@ def test_shape_only_arrays_skip_the_kernel_and_count_the_same():
                                       "kv_cache")
     assert out.shape == (batch.n_tokens, NH * HS)
     assert real == by_shape
+    # by shape, any dtype: a half-precision model is counted at 2 bytes an entry (no kernel to run it)
+    with minitx.count() as half:
+        fused_attention_forward(shaped(q.shape, np.float16), shaped(k_pool.shape, np.float16),
+                                shaped(v_pool.shape, np.float16), table, batch, NH, 0.3, 3, "f", "kv_cache")
+    check_record(half, batch, NH, KV, HS, 3, cv.FUSED_TILE, 2, 2)
 
 
 # ---- guards ---------------------------------------------------------------------------------------------------
@@ -463,7 +475,7 @@ def test_guards_reject_what_the_kernel_would_misread():
     f = fused_attention_forward
     f(q, k_pool, v_pool, table, batch, 2, 0.5, None, "ok")                      # the valid case runs
     with pytest.raises(ValueError, match="rows"):
-        f(q, k_pool, v_pool, np.array([[0], [7]], dtype=np.int64), batch, 2, 0.5, None, "x")    # table row outside the pools
+        f(q, k_pool, v_pool, np.array([[0], [7]], dtype=np.int64), batch, 2, 0.5, None, "x")   # row 7 of 2
     with pytest.raises(ValueError, match="rows"):
         f(q, k_pool, v_pool, np.array([[-1], [1]], dtype=np.int64), batch, 2, 0.5, None, "x")
     with pytest.raises(ValueError, match="slots"):
@@ -476,6 +488,10 @@ def test_guards_reject_what_the_kernel_would_misread():
         f(q, k_pool, v_pool, table, short, 2, 0.5, None, "x")                   # a row no block writes
     with pytest.raises(ValueError, match="flat"):
         f(q[:-1], k_pool, v_pool, table, batch, 2, 0.5, None, "x")
+    with pytest.raises(ValueError, match="float32/float64"):
+        f(q.astype(np.float16), k_pool, v_pool, table, batch, 2, 0.5, None, "x")
+    with pytest.raises(ValueError, match="float32/float64"):
+        f(q, k_pool.astype(np.float16), v_pool.astype(np.float16), table, batch, 2, 0.5, None, "x")
     with pytest.raises(ValueError, match="multiple"):
         f(np.ones(4 * 3 * 4), np.zeros((2, 2, 6, 4)), np.zeros((2, 2, 6, 4)), table, batch, 3, 0.5, None, "x")
     for w in (0, -2, 1.5, True):
@@ -496,3 +512,36 @@ def test_rolling_store_rejects_a_window_it_cannot_hold():
     fused_attention_forward(q, k_pool, k_pool, table, batch, 1, 1.0, 2, "ok")
     with pytest.raises(ValueError, match="overwritten"):
         fused_attention_forward(q, k_pool, k_pool, table, batch, 1, 1.0, 3, "x")
+
+
+def test_a_cache_in_another_dtype_counts_its_own_itemsize():
+    """A float64 model over a float32 KV cache: the keys are read (and counted) at 4 bytes, q and out at 8."""
+    shapes = [(4, 3), (9, 1)]
+    batch = make_batch(shapes, [0, 1])
+    NH, KV, HS = 4, 2, 5
+    K, V, k_pool, v_pool, table = make_store(np.random.default_rng(12), "paged", shapes, None, KV, HS, np.float32)
+    Q = np.random.default_rng(13).standard_normal((batch.n_tokens, NH, HS))
+    with minitx.count() as c:
+        out = fused_attention_forward(flat_queries(Q, batch), k_pool, v_pool, table, batch, NH, 0.4, None, "a",
+                                      "kv_cache")
+    assert out.dtype == np.float64
+    ref.assert_close(out, reference(Q, K.astype(np.float32), V.astype(np.float32), batch, 0.4, None),
+                     "mixed dtypes", np.float32, terms=HS + 10)
+    check_record(c, batch, NH, KV, HS, None, cv.FUSED_TILE, 8, 4)
+
+
+def test_unallocated_pages_are_fine_until_read():
+    """A paged table may mark pages a sequence has not reached with −1: only the entries read must be rows."""
+    shapes = [(2, 2)]                                  # positions 0..3: pages 0 and 1 of X = 2
+    batch = make_batch(shapes, [0])
+    K, V, k_pool, v_pool, _ = make_store(np.random.default_rng(14), "contiguous", shapes, None, 1, 3, np.float64)
+    pools = [np.zeros((3, 1, 2, 3)) for _ in range(2)]
+    for j in range(4):
+        pools[0][[2, 0][j // 2], :, j % 2], pools[1][[2, 0][j // 2], :, j % 2] = K[0, :, j], V[0, :, j]
+    table = np.array([[2, 0, -1, -1]], dtype=np.int64)
+    Q = np.random.default_rng(15).standard_normal((2, 2, 3))
+    out = fused_attention_forward(flat_queries(Q, batch), *pools, table, batch, 2, 0.5, None, "a")
+    ref.assert_close(out, reference(Q, K, V, batch, 0.5, None), "paged", np.float64, terms=8)
+    with pytest.raises(ValueError, match="rows"):
+        fused_attention_forward(flat_queries(Q, batch), *pools, np.array([[2, -1, 1, 1]], dtype=np.int64), batch,
+                                2, 0.5, None, "a")

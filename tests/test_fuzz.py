@@ -91,7 +91,10 @@ WORDS = ["params", "memory", "flops", "kv", "hw", "roofline", "cost", "check", "
          "--phase", "--gpu-price", "--api-price-in", "--api-price-out", "--utilization", "--peak", "--bandwidth",
          "--memory", "--recipe", "--train", "--checkpoint", "--steps", "0", "1", "-1", "8", "1e308", "nan", "inf",
          "1,8,64", "1,x", "bf16", "int4", "decode", "prefill", "h100", "/dev/null", "/dev/zero", "",
-         "9" * 400, "x.json"]
+         "9" * 400, "x.json",
+         # minitx count, and the precision and attention flags of the calculators
+         "count", "--weight-dtype", "--kv-dtype", "--attention", "fused", "unfused", "int8", "fp32", "fp16",
+         "train"]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -102,6 +105,31 @@ def test_command_lines(capsys, argv):
     try:
         code = main(argv)
     except SystemExit as e:                  # argparse's own usage errors and --help
+        code = e.code
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (argv, code, err)
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+    elif "--json" in argv:
+        json.loads(out)
+
+
+# The precision and attention flags, densely: every calculator that takes them and `minitx count` (which builds
+# a shape-only model), on models small enough that any drawn combination answers at once.
+PRECISION_WORDS = ["--dtype", "--weight-dtype", "--kv-dtype", "--attention", "--phase", "--batch", "--seq",
+                   "--train", "--json", "fp32", "fp16", "bf16", "int8", "int4", "fp8", "fused", "unfused", "train",
+                   "prefill", "decode", "1", "8", "0", "x"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["count", "flops", "memory", "kv", "roofline"]),
+       st.sampled_from(["tiny-llama", "small-llama", "small-gpt2"]),
+       st.lists(st.sampled_from(PRECISION_WORDS), max_size=8))
+def test_precision_flags(capsys, command, model, flags):
+    argv = [command, model] + flags
+    try:
+        code = main(argv)
+    except SystemExit as e:
         code = e.code
     out, err = capsys.readouterr()
     assert code in (0, 2), (argv, code, err)

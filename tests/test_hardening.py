@@ -119,7 +119,8 @@ def test_the_mean_decode_step_takes_constant_memory_in_the_number_of_steps():
 # ---- --json ------------------------------------------------------------------------------------------------
 
 JSON_COMMANDS = [["params", "gpt2"], ["memory", "llama-2-7b", "--seq", "512"], ["flops", "gpt2", "--seq", "64"],
-                 ["kv", "mistral-7b", "--seq", "128"], ["hw"], ["roofline", "llama-3-8b", "--batch", "1"],
+                 ["count", "gpt2", "--seq", "64"], ["kv", "mistral-7b", "--seq", "128"], ["hw"],
+                 ["roofline", "llama-3-8b", "--batch", "1"],
                  ["cost", "llama-3-8b", "--gpu-price", "1e308", "--api-price-in", "1e-300", "--api-price-out",
                   "1e-300", "--utilization", "1e-300"]]
 

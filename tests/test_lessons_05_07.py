@@ -32,7 +32,8 @@ KEY_OUTPUT = [
         r"decode step: roofline [\d.]+ ms, measured [\d.]+ ms -> factor [\d.]+",
     ]),
     ("06_batching.py", [
-        r"h100-sxm\s+bf16\s+295\.3\s+295\.3\s+326",
+        r"h100-sxm\s+bf16\s+295\.3\s+2\.000\s+295\.3\s+326",
+        r"h100-sxm\s+int8\s+295\.3\s+1\.144\s+169\.0\s+177",      # W8A16: the bf16 ridge, test_roofline's b
         r"context 2048: at most 238 sequences fit in 80 GB \(by hand 238\)",
         r"critical batch here: ridge · 4 / 2 = [\d.]+; from the ops \d+",
     ]),

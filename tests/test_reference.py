@@ -18,7 +18,7 @@ from minitx.io.hf import export_hf, load_hf
 from minitx.core.optim import AdamW
 
 FIXTURES = Path(__file__).parent / "fixtures"
-NAMES = ("gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny")
+NAMES = ("gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny", "mistral_window_tiny")
 TIED = {"gpt2_tiny": "transformer.wte.weight", "gemma_tiny": "model.embed_tokens.weight"}
 ADAM_STEPS = 5
 

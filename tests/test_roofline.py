@@ -205,9 +205,21 @@ def test_critical_batch_is_the_ridge_in_bf16(llama3):
 
 
 def test_critical_batch_in_other_dtypes(llama3):
-    # int8 weights: intensity 2B against an int8 ridge twice the bf16 one -> the same batch
+    # "int8" is weight-only int8 (W8A16): the matmuls compute in bf16, so the bf16 ridge applies, and a weight is
+    # b bytes: the 32 layers' matrices in int8 plus a float16 scale per 128 inputs, the embedding and head in bf16
+    C, V, L, F, qkv = 4096, 128256, 32, 14336, (32 + 2 * 8) * 128
+    shapes = ((C, qkv), (C, C), (C, 2 * F), (F, C))
+    matrices = L * sum(K * M for K, M in shapes)
+    stored = matrices + L * sum(K // 128 * M * 2 for K, M in shapes) + (LLAMA3_8B_P - matrices) * 2
     int8 = serving.critical_batch(llama3, "h100", "int8")
-    assert int8.analytic == pytest.approx(1978.9e12 / H100_BW / 2, rel=EXACT)
+    assert int8.bytes_per_weight == stored / LLAMA3_8B_P
+    assert int8.analytic == pytest.approx(H100_BF16 / H100_BW * stored / LLAMA3_8B_P / 2, rel=EXACT)
+    # the same batch as bf16 would need twice the bytes per weight: int8 weights halve the critical batch,
+    # nearly (the bf16 tables keep it above half)
+    assert 0.5 < int8.analytic / serving.critical_batch(llama3, "h100", "bf16").analytic < 0.6
+    # and int4: ~half a byte per weight
+    int4 = serving.critical_batch(llama3, "h100", "int4")
+    assert int4.bytes_per_weight < int8.bytes_per_weight and int4.from_ops < int8.from_ops
     # fp32: intensity B/2 -> twice the fp32 ridge
     fp32 = serving.critical_batch(llama3, "h100", "fp32")
     assert fp32.analytic == pytest.approx(2 * 66.9e12 / H100_BW, rel=EXACT)
@@ -344,3 +356,40 @@ def test_tables_never_print_scientific_notation(llama3):
     rows = table.splitlines()[2:]                                  # below the title and the units line
     assert not re.search(SCIENTIFIC, "\n".join(rows)), table
     assert "2,000.00" in table and "16,207.46" in table and "204,373.59" in table and "measured µs" in table
+
+
+# ---- precisions, attention kernels and sliding windows in the serving figures ----------------------------------
+
+def test_sliding_window_bounds_what_a_decode_step_and_a_prefill_read():
+    mistral = Config.preset("mistral-7b")          # W = 4096; KV bytes per token 2·32·8·128·2 = 131,072
+    assert mistral.sliding_window == 4096
+    near, far = (serving.decode_floor(mistral, "h100", "bf16", batch=2, context=S) for S in (4000, 20000))
+    assert near.kv_bytes == 2 * 4000 * 131_072
+    assert far.kv_bytes == 2 * 4096 * 131_072     # only the window's keys are read, however long the context
+    # the prefill's causal pairs: query i sees min(i + 1, W) keys; summed one query at a time here
+    T = 5000
+    pairs = sum(min(i + 1, 4096) for i in range(T))
+    floor = serving.prefill_floor(mistral, "h100", "bf16", tokens=T)
+    assert floor.attention_flops == 4 * 32 * 4096 * pairs
+
+
+def test_a_precision_is_served_with_its_own_bytes_and_its_activations_peak(llama3):
+    from minitx.dtypes import Precision
+    w4 = Precision("bfloat16", weights="int4", kv="int8")
+    # the bf16 peak (the matmuls compute in bf16), the weights' and the cache's own bytes
+    floor = serving.decode_floor(llama3, "h100", w4, batch=1, context=1000)
+    assert floor.t_compute == 2 * LLAMA3_8B_P / H100_BF16
+    assert floor.kv_bytes == 1000 * 2 * 32 * 8 * 128 * 1
+    assert floor.weight_bytes == formulas.param_bytes(llama3, w4) < LLAMA3_8B_P
+    # int4 weights make decode faster and batch-1 memory smaller than bf16's
+    p16, p4 = (serving.serving_point(llama3, "h100", d, batch=1, prompt=1000, gen=100) for d in ("bf16", w4))
+    assert p4.tpot < p16.tpot / 2 and p4.memory_bytes < p16.memory_bytes / 2
+
+
+def test_fused_attention_serves_a_long_prompt_faster(llama3):
+    unfused = serving.serving_point(llama3, "h100", "bf16", batch=1, prompt=8000, gen=50)
+    fused = serving.serving_point(llama3, "h100", "bf16", batch=1, prompt=8000, gen=50, attention="fused")
+    assert fused.ttft < unfused.ttft and fused.tpot <= unfused.tpot
+    assert fused.memory_bytes == unfused.memory_bytes       # weights + KV cache: the kernel changes neither
+    with pytest.raises(ValueError, match="attention"):
+        serving.serving_point(llama3, "h100", "bf16", attention="flash")

@@ -12,7 +12,10 @@ EXACT = 1e-12
 
 
 def run(capsys, *argv):
-    code = cli.main(list(argv))
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:          # argparse's own usage errors (an unknown choice)
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -146,16 +149,26 @@ def test_cost_classic_step_model_by_hand(capsys):
 
 
 def test_cost_op_by_op_matches_the_library(capsys):
+    # minitx.serving.latency predicts unfused attention (the formulas' default): the CLI's unfused figures are
+    # the library's, both with --attention unfused and beside the default fused ones.
     from minitx import cost, serving
     from minitx.core.config import Config
-    data = run_json(capsys, "cost", "llama-3-8b", "--hw", "h100", "--gpu-price", "2.5", "--api-price-in", "0.5",
-                    "--api-price-out", "1.5", "--batch", "32", "--utilization", "0.25")
     p = serving.serving_point(Config.preset("llama-3-8b"), "h100", "bf16", 32, 1000, 200)
     thr = cost.Throughput.from_step_times(batch=32, decode_step_seconds=p.tpot, prompt_tokens=1000,
                                           prefill_seconds=p.ttft)
     expected = cost.compare(2.5, thr, cost.Workload(1000, 200), cost.ApiPrice(0.5, 1.5), utilization=0.25)
+    argv = ("cost", "llama-3-8b", "--hw", "h100", "--gpu-price", "2.5", "--api-price-in", "0.5", "--api-price-out",
+            "1.5", "--batch", "32", "--utilization", "0.25")
+    data = run_json(capsys, *argv, "--attention", "unfused")
+    assert data["attention"] == "unfused" and "unfused_attention" not in data
     assert data["self_cost_per_request"] == pytest.approx(expected.self_cost_per_request, rel=EXACT)
     assert data["break_even_utilization"] == pytest.approx(expected.break_even_utilization, rel=EXACT)
+    fused = run_json(capsys, *argv)
+    assert fused["attention"] == "fused"
+    unf = fused["unfused_attention"]
+    assert unf["ttft"] == pytest.approx(p.ttft, rel=EXACT) and unf["tpot"] == pytest.approx(p.tpot, rel=EXACT)
+    assert unf["self_cost_per_request"] == pytest.approx(expected.self_cost_per_request, rel=EXACT)
+    assert fused["ttft"] < p.ttft and fused["tpot"] < p.tpot     # no score matrix written and read back
 
 
 def test_cost_human_output(capsys):
@@ -163,6 +176,84 @@ def test_cost_human_output(capsys):
                        "--api-price-out", "1.5")
     assert code == 0 and "per M input" in out and "break-even utilization" in out and "$2.50/h" in out
 
+
+
+# ---- precision and attention -----------------------------------------------------------------------------------
+
+def test_roofline_unfused_bf16_is_the_library_exactly(capsys):
+    """minitx.serving.latency takes one dtype and no attention (unfused): for bf16 and --attention unfused the
+    command's figures, built from the formulas with a Precision, are the library's."""
+    from minitx import serving
+    from minitx.core.config import Config
+    cfg = Config.preset("llama-3-8b")
+    data = run_json(capsys, "roofline", "llama-3-8b", "--hw", "h100", "--batch", "1,8", "--prompt", "500",
+                    "--gen", "50", "--attention", "unfused")
+    assert data["attention"] == "unfused" and "unfused_attention" not in data
+    for got, want in zip(data["points"], serving.sweep(cfg, "h100", "bf16", (1, 8), 500, 50)):
+        for key, value in want.to_dict().items():
+            assert got[key] == pytest.approx(value, rel=EXACT) if isinstance(value, float) else got[key] == value
+    assert data["critical_batch"] == serving.critical_batch(cfg, "h100", "bf16").to_dict()
+    assert data["max_batch"] == serving.max_batch(cfg, "h100", "bf16", 550)
+    assert data["decode_floor_b1"]["read"] == serving.decode_floor(cfg, "h100", "bf16", 1, 0, "read").to_dict()
+    assert data["decode_floor_b1"]["gather"] == serving.decode_floor(cfg, "h100", "bf16", 1, 0, "gather").to_dict()
+    assert data["prefill_floor_b1"] == serving.prefill_floor(cfg, "h100", "bf16", 500, 1).to_dict()
+    # the default, fused attention, reports the library's (unfused) points beside its own, faster ones
+    fused = run_json(capsys, "roofline", "llama-3-8b", "--hw", "h100", "--batch", "1,8", "--prompt", "500",
+                     "--gen", "50")
+    assert fused["attention"] == "fused" and fused["unfused_attention"]["points"] == data["points"]
+    for f, u in zip(fused["points"], data["points"]):
+        assert f["ttft"] < u["ttft"] and f["tpot"] < u["tpot"]
+    code, out, _ = run(capsys, "roofline", "llama-3-8b", "--hw", "h100", "--batch", "1,8", "--prompt", "500",
+                       "--gen", "50")
+    assert code == 0 and "fused attention" in out and "unfused attention (score matrices" in out
+
+
+def test_weight_only_quantization_takes_the_bf16_peak_and_its_own_bytes(capsys):
+    from minitx import formulas
+    from minitx.core.config import Config
+    from minitx.dtypes import precision
+    cfg = Config.preset("llama-3-8b")
+    for flags, pr in ((["--dtype", "int8"], precision("int8")), (["--dtype", "int4"], precision("int4")),
+                      (["--weight-dtype", "int4", "--kv-dtype", "int8"], precision("bf16", weights="int4", kv="int8"))):
+        data = run_json(capsys, "roofline", "llama-3-8b", "--hw", "h100", "--batch", "1", *flags)
+        assert data["peak_dtype"] == "bf16" and data["ridge"] == pytest.approx(H100_BF16 / H100_BW, rel=EXACT)
+        weights = formulas.param_bytes(cfg, pr)
+        assert data["weight_bytes"] == weights and data["kv_bytes_per_token"] == formulas.kv_bytes_per_token(cfg, pr)
+        floor = data["decode_floor_b1"]["read"]
+        assert floor["weight_bytes"] == weights and floor["time"] == pytest.approx(weights / H100_BW, rel=EXACT)
+        assert data["prefill_floor_b1"]["weight_bytes"] == weights
+        assert data["max_batch"] == (80e9 - weights) // (1200 * formulas.kv_bytes_per_token(cfg, pr))
+        assert data["points"][0]["memory_bytes"] == weights + 1200 * formulas.kv_bytes_per_token(cfg, pr)
+        crit = data["critical_batch"]
+        assert crit["analytic"] == pytest.approx(H100_BF16 / H100_BW * weights / LLAMA3_8B_P / 2, rel=EXACT)
+    # a chip without a bf16 figure has no peak for weight-only int8: it computes in bf16, not int8
+    code, _, err = run(capsys, "roofline", "llama-3-8b", "--hw", "t4", "--dtype", "int8")
+    assert code == 2 and "no peak FLOP/s for 'bf16'" in err
+    # --peak overrides the activations' peak
+    data = run_json(capsys, "roofline", "llama-3-8b", "--hw", "h100", "--batch", "1", "--dtype", "int8",
+                    "--peak", "500")
+    assert data["ridge"] == pytest.approx(500e12 / H100_BW, rel=EXACT)
+
+
+def test_quantized_weights_fit_where_bf16_does_not(capsys):
+    # Llama-3-70B in bf16: 141 GB of weights, more than an 80 GB H100; with int4 weights about 37 GB.
+    code, _, err = run(capsys, "roofline", "llama-3-70b", "--batch", "1")
+    assert code == 2 and "the weights alone do not fit" in err
+    data = run_json(capsys, "roofline", "llama-3-70b", "--batch", "1", "--weight-dtype", "int4")
+    assert data["weight_bytes"] < 40e9 and data["points"][0]["fits"]
+    cost = run_json(capsys, "cost", "llama-3-70b", "--weight-dtype", "int4", "--gpu-price", "2.5",
+                    "--api-price-in", "0.5", "--api-price-out", "1.5", "--batch", "8")
+    assert cost["precision"]["weights"] == "int4" and cost["peak_dtype"] == "bf16"
+    assert cost["unfused_attention"]["tpot"] > cost["tpot"]
+    classic = run_json(capsys, "cost", "llama-3-70b", "--dtype", "int4", "--gpu-price", "2.5", "--api-price-in",
+                       "0.5", "--api-price-out", "1.5", "--batch", "8", "--step", "classic", "--prompt", "1000",
+                       "--gen", "2")
+    from minitx import formulas
+    from minitx.core.config import Config
+    cfg = Config.preset("llama-3-70b")
+    P, W = formulas.num_params(cfg), formulas.param_bytes(cfg, "int4")
+    step = 8 * 1000 * formulas.kv_bytes_per_token(cfg, "int4") / H100_BW + max(W / H100_BW, 2 * 8 * P / H100_BF16)
+    assert classic["tpot"] == pytest.approx(step, rel=EXACT) and "unfused_attention" not in classic
 
 # ---- bad input: one line on stderr, exit 2 ---------------------------------------------------------------------
 
@@ -196,6 +287,10 @@ COST = ["cost", "llama-3-8b", "--gpu-price", "2.5", "--api-price-in", "0.5", "--
     (COST + ["--decode-tps", "0"], "decode_tokens_per_s must be a finite number > 0"),
     (COST + ["--hw", "nope"], "unknown hardware"),
     (COST + ["--bandwidth", "0"], "bandwidth (in GB/s) must be a finite number > 0"),
+    (COST + ["--dtype", "fp32", "--weight-dtype", "bf16"], "--weight-dtype bf16 with fp32 activations"),
+    (["roofline", "llama-3-8b", "--kv-dtype", "int4"], "invalid choice"),
+    (["roofline", "llama-3-8b", "--attention", "flash"], "invalid choice"),
+    (["roofline", "tiny-gpt2", "--weight-dtype", "int4", "--prompt", "8", "--gen", "4"], "group_size=128"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, message):
     code, out, err = run(capsys, *argv)

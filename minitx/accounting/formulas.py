@@ -629,16 +629,22 @@ def kv_bytes_per_token(cfg: Config, dtype="float32") -> int:
     return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * itemsize(precision(dtype).kv)
 
 
-def kv_positions(cfg: Config, S: int, chunk: int | None = None) -> int:
-    """Positions a KVCache holds per sequence for S tokens: S, or with a sliding window of W a rolling
-    min(S, W + chunk − 1), chunk the most new tokens one call writes (default W: minitx.core.kv_cache)."""
+def kv_positions(cfg: Config, S: int, rolling: bool = False, chunk: int | None = None) -> int:
+    """Positions a KVCache holds per sequence for S tokens: S, or in a rolling cache (a model with a sliding
+    window of W) min(S, W + chunk − 1), chunk the most new tokens one call writes (default W: kv_cache.py)."""
     W = cfg.sliding_window
-    return S if W is None else min(S, W + (W if chunk is None else checks.integer("chunk", chunk)) - 1)
+    if not rolling:
+        return S
+    if not W:
+        raise ValueError(f"a rolling cache needs a sliding window; {cfg.name!r} has none")
+    return min(S, W + (W if chunk is None else checks.integer("chunk", chunk)) - 1)
 
 
-def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32", chunk: int | None = None) -> int:
+def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32", rolling: bool = False,
+                   chunk: int | None = None) -> int:
     """The cache for B sequences of S tokens: 2·L·KV·HS·(positions held)·B·itemsize (see kv_positions)."""
-    return kv_bytes_per_token(cfg, dtype) * kv_positions(cfg, checks.integer("S", S), chunk) * checks.integer("B", B)
+    S, B = checks.integer("S", S), checks.integer("B", B)
+    return kv_bytes_per_token(cfg, dtype) * kv_positions(cfg, S, rolling, chunk) * B
 
 
 # ==============================================================================================================

@@ -3,7 +3,11 @@
     minitx check                      run a small model for real and check the talk's claims against the counts
     minitx train / generate           train a byte-level model on text that ships with Python; sample from it
     minitx params|memory|flops|kv     the calculator, for presets or a Hugging Face config.json
+    minitx count                      the same FLOPs and bytes, counted by a shape-only run of the model
     minitx hw | roofline | cost       hardware, the roofline model, and when self-hosting pays
+
+memory, flops, kv, count, roofline and cost take the precision flags: --dtype (shorthand), --weight-dtype
+(int8/int4 weight-only quantization), --kv-dtype, and --attention fused|unfused (minitx.cli.common).
 
 Bad input (unknown presets, unreadable files, nonsense numbers) ends with a one-line error and exit status 2.
 """
@@ -24,6 +28,8 @@ COMMANDS = {
     "memory": ("minitx.cli.calc", "memory", "memory for inference or training"),
     "flops": ("minitx.cli.calc", "flops", "FLOPs by component for train, prefill or decode"),
     "kv": ("minitx.cli.calc", "kv", "KV-cache size per token and in total"),
+    "count": ("minitx.cli.count", "count", "FLOPs and bytes counted by a shape-only run of the model (the "
+              "numbers `flops` predicts, from execution by shape)"),
     "hw": ("minitx.cli.serving", "hw", "hardware presets, or measure this machine"),
     "roofline": ("minitx.cli.serving", "roofline", "roofline model of prefill and decode on given hardware"),
     "cost": ("minitx.cli.serving", "cost", "self-hosting cost vs an API"),

@@ -1,7 +1,16 @@
-"""What every command shares: reading MODEL, numbers from flags, printing JSON. One place each.
+"""What every command shares: reading MODEL, numbers from flags, the precision flags, printing JSON. One place
+each.
 
 MODEL is a preset name (gpt2, llama-2-7b, gemma-2b, ...) or the path of a Hugging Face config.json (or of the
 folder holding one) of model_type gpt2, llama, mistral or gemma.
+
+Precision (minitx.dtypes.Precision), the same flags on every calculator and on `minitx count`:
+    --dtype D          the shorthand: fp32/fp16/bf16 set activations, weights and KV cache; int8 means int8
+                       weights and KV cache with bf16 activations (W8A16), int4 int4 weights with a bf16 cache
+    --weight-dtype D   the weights: the activations' format, or int8/int4 (weight-only, float16 group scales)
+    --kv-dtype D       the KV cache: any float format, or int8
+    --attention A      unfused (every op a trip to memory, score matrices written out) or fused (one kernel,
+                       no score matrix: what servers run)
 """
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from .. import checks
+from .. import checks, dtypes
 from ..core.config import PRESETS, Config
 
 
@@ -34,6 +43,74 @@ def load_model(spec: str) -> Config:
 def add_model_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help=f"a preset ({', '.join(sorted(PRESETS))}) or the path of a Hugging Face config.json")
+
+
+# ---- precision and attention flags ---------------------------------------------------------------------------
+
+# flag value -> canonical format name
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8", "int4": "int4"}
+WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
+KV_DTYPES = ("fp32", "fp16", "bf16", "int8")
+ATTENTIONS = ("fused", "unfused")
+
+
+def add_precision_arguments(p: argparse.ArgumentParser, default: str = "bf16", attention: str = "inference",
+                            dtype_help: str | None = None) -> None:
+    """--dtype, --weight-dtype, --kv-dtype and --attention. `attention` says what the default attention is:
+    "inference" (fused), "train" (unfused, the only kind training runs), or "phase" (fused for prefill and
+    decode, unfused for training)."""
+    p.add_argument("--dtype", default=default, choices=list(DTYPES), help=dtype_help or (
+        f"the shorthand that sets both precisions: fp32/fp16/bf16 for activations, weights and KV cache; int8 = "
+        f"int8 weights and KV cache, bf16 activations; int4 = int4 weights, bf16 KV cache and activations "
+        f"(default: {default})"))
+    p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES, metavar="D",
+                   help="the weights' format: the activations' own, or int8/int4 (weight-only quantization of the "
+                        "layers' matrices, float16 scales per 128 inputs; embeddings, norms and the head stay in "
+                        "the activations' format) (default: as --dtype). Choices: " + ", ".join(WEIGHT_DTYPES))
+    p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES, metavar="D",
+                   help="the KV cache's format (default: as --dtype). Choices: " + ", ".join(KV_DTYPES))
+    defaults = {"inference": "fused", "train": "unfused",
+                "phase": "fused for prefill and decode, unfused for train (training has no fused backward)"}
+    p.add_argument("--attention", default=None, choices=ATTENTIONS,
+                   help="fused: one kernel per layer, no score matrix written (FlashAttention: what servers run); "
+                        f"unfused: scores, softmax and mix as separate ops (default: {defaults[attention]})")
+
+
+def precision_of(args) -> dtypes.Precision:
+    """The Precision the flags describe: --dtype, overridden by --weight-dtype and --kv-dtype. Nonsense (a
+    weight format that is neither the activations' nor int8/int4) is a ValueError naming the flags."""
+    weights = None if args.weight_dtype is None else DTYPES[args.weight_dtype]
+    kv = None if args.kv_dtype is None else DTYPES[args.kv_dtype]
+    base = dtypes.precision(DTYPES[args.dtype])
+    if weights is not None and weights not in (base.activations,) + dtypes.QUANTIZED_FORMATS:
+        raise ValueError(f"--weight-dtype {args.weight_dtype} with {dtypes.short(base.activations)} activations "
+                         f"(--dtype {args.dtype}): weights are stored in the activations' format or quantized "
+                         "(int8, int4)")
+    return dtypes.precision(DTYPES[args.dtype], weights=weights, kv=kv)
+
+
+def attention_of(args, training: bool) -> str:
+    """--attention, or its default: unfused for training (the only kind it runs), fused otherwise."""
+    if training:
+        if args.attention == "fused":
+            raise ValueError("--attention fused: training runs unfused attention (the fused kernel has no "
+                             "backward, and the backward needs the probabilities)")
+        return "unfused"
+    return args.attention or "fused"
+
+
+def require_training_precision(pr: dtypes.Precision) -> None:
+    """Training runs in one float format: no quantized weights, a cache (none) in the activations' format."""
+    if pr.quantized or pr.kv != pr.activations:
+        raise ValueError(f"training runs in one float format (weights, gradients and activations alike), not "
+                         f"{pr}: drop --weight-dtype/--kv-dtype, and use --dtype fp32, fp16 or bf16")
+
+
+def precision_data(pr: dtypes.Precision, attention: str) -> dict:
+    """The precision and attention, as every command's JSON reports them."""
+    return {"precision": {"activations": pr.activations, "weights": pr.weights, "kv": pr.kv,
+                          "group_size": pr.group_size, "text": str(pr)},
+            "attention": attention}
 
 
 def whole_number(text: str, flag: str, lowest: int = 1) -> int:

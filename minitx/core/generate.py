@@ -27,7 +27,6 @@ import numpy as np
 from .. import checks
 from ..accounting.counting import phase
 from .batch import ragged
-from .kv_cache import KVCache
 
 __all__ = ["generate", "stream", "generate_recompute"]
 
@@ -86,7 +85,7 @@ def _loop(model, rows: list[np.ndarray], n_new: int, sampler: "Sampler", stops: 
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     if use_cache:
         # The last new token is never fed back, so the cache needs prompt + n_new - 1 rows (≥ the prompt).
-        cache = KVCache(model.cfg, B, max(int(lengths.max()) + n_new - 1, 1), model.dtype)
+        cache = model.new_cache(B, max(int(lengths.max()) + n_new - 1, 1), chunk=int(lengths.max()))
         padded = np.zeros((B, int(lengths.max())), dtype=np.int64)          # pad id 0: never run
         for b, r in enumerate(rows):
             padded[b, :len(r)] = r

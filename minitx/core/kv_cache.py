@@ -43,17 +43,18 @@ class KVCache:
     cache.k[l], cache.v[l]  (B, KV, X, HS) zeros at first: views into one buffer of exactly `nbytes` bytes
     cache.lengths           (B,) int64, each sequence's current length (tokens whose K/V are in the cache)
 
-    X = max_len positions, or, for a model with a sliding window of W (cfg.sliding_window), a rolling cache of
+    X = max_len positions, or, with `rolling=True` for a model with a sliding window of W (cfg.sliding_window),
     X = min(max_len, W + chunk − 1): position p lives in column p mod X, so a sequence keeps its last X keys. The
     chunk − 1 beyond the window are room for one call's new keys (a prefill of up to `chunk` tokens, default W):
     all of a call's keys are written before its queries read theirs, and none may overwrite a key still in a
-    query's window. A rolling cache is read by fused attention (Transformer(..., attention="fused")).
+    query's window. A rolling cache is read by fused attention (Transformer(..., attention="fused")); the
+    unfused matmuls read every key 0..S of a full one. `model.new_cache(batch, max_len)` picks for a model.
     `shape_only=True` makes a data-less cache (minitx.core.shaped) in any format minitx can count.
     """
     category = "kv_cache"
 
-    def __init__(self, cfg: Config, batch: int, max_len: int, dtype="float32", *, chunk: int | None = None,
-                 shape_only: bool = False):
+    def __init__(self, cfg: Config, batch: int, max_len: int, dtype="float32", *, rolling: bool = False,
+                 chunk: int | None = None, shape_only: bool = False):
         checks.instance("cfg", cfg, Config, "a minitx.Config")
         batch = checks.integer("KVCache batch", batch)
         max_len = checks.integer("KVCache max_len", max_len)
@@ -65,8 +66,10 @@ class KVCache:
             raise ValueError(f"KVCache dtype={dtype!r}: choose one of {', '.join(dtypes.ACTIVATION_FORMATS)}, int8")
         self.dtype = dtypes.storage(fmt) if shape_only else numpy_dtype(dtype, "KVCache dtype")
         W = cfg.sliding_window
-        self.chunk = checks.integer("KVCache chunk", W if chunk is None else chunk) if W else None
-        X = max_len if W is None else min(max_len, W + self.chunk - 1)
+        if rolling and not W:
+            raise ValueError(f"KVCache rolling=True needs a sliding window; {cfg.name!r} has none")
+        self.chunk = checks.integer("KVCache chunk", W if chunk is None else chunk) if rolling else None
+        X = min(max_len, W + self.chunk - 1) if rolling else max_len
         L, KV, HS = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
         shape = (2, L, batch, KV, X, HS)
         # One buffer, (K or V, layer, B, KV, X, HS): nbytes is exactly 2·L·B·KV·X·HS·itemsize, nothing hidden.

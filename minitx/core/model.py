@@ -111,6 +111,13 @@ class Transformer:
         self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
         self.split_name, _ = cv.split_op(cfg.position)
 
+    def new_cache(self, batch: int, max_len: int, chunk: int | None = None) -> KVCache:
+        """A KVCache for this model: its KV format, shape-only if it is; rolling (the window plus one chunk of
+        new tokens) for a sliding-window model with fused attention, full otherwise."""
+        rolling = bool(self.cfg.sliding_window) and self.attention == "fused"
+        return KVCache(self.cfg, batch, max_len, self.precision.kv, rolling=rolling, chunk=chunk if rolling else None,
+                       shape_only=self.shape_only)
+
     def weight(self, name: str):
         """A linear layer's weight: a view of the flat buffer, or its quantized storage."""
         return self.quantized.get(name) if name in self.quantized else self.params[name]
@@ -361,6 +368,9 @@ class Transformer:
         if cache.dtype != dtypes.storage(self.precision.kv) or cache.shape_only != self.shape_only:
             raise TypeError(f"cache dtype {cache.dtype.name}{' (shape only)' * cache.shape_only} does not match the "
                             f"model's KV format {self.precision.kv}{' (shape only)' * self.shape_only}")
+        if cache.chunk is not None and self.attention != "fused":
+            raise ValueError("a rolling KV cache (a sliding window's last positions) is read by fused attention: "
+                             "build the model with attention='fused', or the cache with rolling=False")
         if cache.batch != batch:
             raise ValueError(f"tokens hold {batch} sequences but the cache was built for batch={cache.batch}")
         if cache.max_len > m.n_ctx:

@@ -6,10 +6,17 @@ per output token (the mean decode step) and throughput.
     serving.sweep_table(serving.sweep(cfg, "h100", "bf16", batches=(1, 8, 64)))
     serving.decode_floor(cfg, "h100", "bf16", batch=1, context=1000).time
 
+`dtype` is what is served: a format name ("bf16", "fp32"; "int8" and "int4" are weight-only quantization with
+bfloat16 activations, W8A16 and W4A16, as `minitx.dtypes.precision` reads them) or a `minitx.dtypes.Precision`
+(weights, KV cache and activations apart). The matmuls compute in the activations' format, so that is the peak
+used: int8 weights are dequantized and multiplied in bf16, at the chip's bf16 peak, not its int8 one. Weight
+bytes are the stored ones (quantized values and their scales); KV bytes are in the cache's format.
+`attention` is the kernel: "unfused" (the model's default: scores written out and read back) or "fused".
+
 Two kinds of prediction, each with its assumptions in its docstring:
 
-    op by op       every op of `formulas.prefill` / `formulas.decode_step` on `minitx.roofline` (an unfused
-                   implementation: each op a trip to memory): serving_point, sweep, critical_batch
+    op by op       every op of `formulas.prefill` / `formulas.decode_step` on `minitx.roofline` (each op a trip
+                   to memory; fused attention one op): serving_point, sweep, critical_batch
     whole step     decode_floor    decode step ≥ B · KV bytes per sequence / bandwidth + max(weight bytes /
                                    bandwidth, 2·B·P / peak) (the Scaling Book's "if there is one thing")
                    prefill_floor   prefill ≈ (2·P·tokens + causal attention FLOPs) / peak
@@ -25,6 +32,7 @@ import numpy as np
 
 from .. import checks, dtypes
 from ..accounting import formulas
+from ..dtypes import Precision
 from ..core.config import Config
 from ..units import fixed
 from .hardware import Hardware, get as get_hardware
@@ -77,28 +85,38 @@ class ServingPoint:
                 "prefill_tokens_per_s": self.prefill_tokens_per_s}
 
 
-def prefill_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, prompt: int) -> Roofline:
+def peak_dtype(dtype: Any) -> str:
+    """The hardware dtype whose peak applies to serving `dtype`: its activations' format, the one the matmuls
+    compute in ("bf16" for "int8": weight-only int8 is dequantized to bf16)."""
+    return dtypes.short(dtypes.precision(dtype).activations)
+
+
+def prefill_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, prompt: int,
+                     attention: str = "unfused") -> Roofline:
     """formulas.prefill(cfg, B, T) on the roofline."""
-    return analyze(formulas.prefill(cfg, batch, prompt, dtypes.name(dtype)), hardware, dtype)
+    pr = dtypes.precision(dtype)
+    return analyze(formulas.prefill(cfg, batch, prompt, pr, attention), hardware, peak_dtype(pr))
 
 
-def decode_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, context: int) -> Roofline:
+def decode_roofline(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, context: int,
+                    attention: str = "unfused") -> Roofline:
     """formulas.decode_step(cfg, B, t=context) on the roofline: one step with `context` tokens cached."""
-    return analyze(formulas.decode_step(cfg, batch, context, dtypes.name(dtype)), hardware, dtype)
+    pr = dtypes.precision(dtype)
+    return analyze(formulas.decode_step(cfg, batch, context, pr, attention), hardware, peak_dtype(pr))
 
 
 def decode_steps(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int, first: int,
-                 steps: int) -> tuple[float, float]:
+                 steps: int, attention: str = "unfused") -> tuple[float, float]:
     """(mean step time, mean step intensity) over decode steps with first, first+1, ..., first+steps-1 tokens
     cached: exact, without building every step. Each op's FLOPs and bytes are affine in the cache length (the
     scores, softmax and mix grow by one key per step), so two steps give every other, and each op's time,
     the max of two affine functions of the step, sums in closed form: memory and time stay constant however
     many steps."""
     steps = checks.integer("steps", steps)
-    a = decode_roofline(cfg, hardware, dtype, batch, first)
+    a = decode_roofline(cfg, hardware, dtype, batch, first, attention)
     if steps == 1:
         return a.time, a.intensity
-    b = decode_roofline(cfg, hardware, dtype, batch, first + steps - 1)
+    b = decode_roofline(cfg, hardware, dtype, batch, first + steps - 1, attention)
     tm0, tm1 = np.array([o.t_memory for o in a.ops]), np.array([o.t_memory for o in b.ops])
     d0 = np.array([o.t_compute for o in a.ops]) - tm0                 # compute − memory time, first step
     d1 = np.array([o.t_compute for o in b.ops]) - tm1                 # ... last step
@@ -119,7 +137,7 @@ def decode_steps(cfg: Config, hardware: "str | Hardware", dtype: Any, batch: int
 
 
 def serving_point(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batch: int = 1,
-                  prompt: int = 1000, gen: int = 200) -> ServingPoint:
+                  prompt: int = 1000, gen: int = 200, attention: str = "unfused") -> ServingPoint:
     """TTFT, TPOT and throughput for one batch size, predicted op by op from the formulas (see ServingPoint)."""
     hw = get_hardware(hardware)
     B = checks.integer("batch", batch)
@@ -127,18 +145,18 @@ def serving_point(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", 
     G = checks.integer("gen", gen)
     if T + G > cfg.n_ctx:
         raise ValueError(f"prompt + gen = {T + G} tokens exceeds {cfg.name}'s context n_ctx={cfg.n_ctx}")
-    pre = prefill_roofline(cfg, hw, dtype, B, T)
-    tpot, decode_ai = decode_steps(cfg, hw, dtype, B, T, max(G - 1, 1))
-    dec_mid = decode_roofline(cfg, hw, dtype, B, T + max(G - 2, 0) // 2)
+    pre = prefill_roofline(cfg, hw, dtype, B, T, attention)
+    tpot, decode_ai = decode_steps(cfg, hw, dtype, B, T, max(G - 1, 1), attention)
+    dec_mid = decode_roofline(cfg, hw, dtype, B, T + max(G - 2, 0) // 2, attention)
     mem = memory_needed(cfg, dtype, B, T + G)
     return ServingPoint(B, T, G, pre.time, tpot, pre.intensity, pre.total().bound, decode_ai,
                         dec_mid.total().bound, mem, mem <= hw.memory)
 
 
 def sweep(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", batches: Iterable[int] = (1, 8, 64),
-          prompt: int = 1000, gen: int = 200) -> list[ServingPoint]:
+          prompt: int = 1000, gen: int = 200, attention: str = "unfused") -> list[ServingPoint]:
     """serving_point for each batch size."""
-    return [serving_point(cfg, hardware, dtype, b, prompt, gen) for b in batches]
+    return [serving_point(cfg, hardware, dtype, b, prompt, gen, attention) for b in batches]
 
 
 def sweep_table(points: list[ServingPoint]) -> str:
@@ -172,6 +190,31 @@ def _gathered_params(cfg: Config) -> int:
 def _gathered_rows(cfg: Config) -> int:
     """Embedding rows a token gathers (token row, and a position row for learned positions)."""
     return (0 if cfg.tie_embeddings else 1) + (1 if cfg.position == "learned" else 0)
+
+
+def _weight_bytes(cfg: Config, pr: Precision, batch: int, embedding: str) -> int:
+    """The weights' stored bytes a decode step reads: all of them (embedding="read"), or all but the gathered
+    tables, of which each token reads its rows (embedding="gather"). Tables are never quantized: they stay in
+    the activations' format."""
+    stored = formulas.param_bytes(cfg, pr)
+    if embedding == "read":
+        return stored
+    s = dtypes.itemsize(pr.activations)
+    return stored - _gathered_params(cfg) * s + batch * _gathered_rows(cfg) * cfg.d_model * s
+
+
+def _keys_read(cfg: Config, context: int) -> int:
+    """Cached positions one decode step reads per sequence: all of them, or the last W with a sliding window."""
+    W = cfg.sliding_window
+    return min(context, W) if W else context
+
+
+def _causal_pairs(T: int, W: int | None) -> int:
+    """(query, key) pairs a causal prompt of T tokens looks at: T(T+1)/2, or Σ_i min(i + 1, W) in a window."""
+    if not W or T <= W:
+        return T * (T + 1) // 2
+    return W * (W + 1) // 2 + (T - W) * W
+
 
 
 @dataclass(frozen=True)
@@ -219,23 +262,19 @@ def decode_floor(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", b
     embedding="gather": the input embedding (untied) and learned position table are only gathered, one row per
     token, as minitx's embedding op counts them: weight bytes = (P − gathered tables + B · rows) · itemsize.
     FLOPs = 2 · B · P with either convention (the Scaling Book's; the difference is small).
+    Weight bytes are the stored ones (formulas.param_bytes: quantized matrices with their scales); the KV bytes
+    are in the cache's format, and a model with a sliding window of W reads only the last W positions.
     """
     hw = get_hardware(hardware)
-    name = dtypes.name(dtype)
+    pr = dtypes.precision(dtype)
     B = checks.integer("batch", batch)
     S = checks.integer("context", context, 0)
-    if embedding not in EMBEDDING_CONVENTIONS:
-        raise ValueError(f"embedding={embedding!r} must be one of {EMBEDDING_CONVENTIONS}")
-    s = dtypes.itemsize(name)
-    P = formulas.num_params(cfg)
-    if embedding == "read":
-        weight_bytes = P * s
-    else:
-        weight_bytes = (P - _gathered_params(cfg) + B * _gathered_rows(cfg) * cfg.d_model) * s
-    kv = formulas.kv_bytes_per_token(cfg, name) * S * B       # S = 0: an empty cache reads nothing
-    flops = 2 * B * P
+    embedding = checks.one_of("embedding", embedding, EMBEDDING_CONVENTIONS)
+    weight_bytes = _weight_bytes(cfg, pr, B, embedding)
+    kv = formulas.kv_bytes_per_token(cfg, pr) * _keys_read(cfg, S) * B     # S = 0: an empty cache reads nothing
+    flops = 2 * B * formulas.num_params(cfg)
     return DecodeFloor(B, S, weight_bytes, kv, flops, weight_bytes / hw.bandwidth, kv / hw.bandwidth,
-                       flops / hw.peak(dtypes.short(name)), embedding)
+                       flops / hw.peak(peak_dtype(pr)), embedding)
 
 
 @dataclass(frozen=True)
@@ -274,36 +313,38 @@ def prefill_floor(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", 
                 of the literature) or P minus the tables that are only gathered (embedding_flops=False:
                 the lookup costs no FLOPs, as in minitx's counts)
         attention  causal: 4 · L · NH·HS · T(T+1)/2 per sequence (QKᵀ and A·V, each 2·HS per head per visible
-                   pair); full: 4 · L · NH·HS · T² (minitx's count and PaLM's: the whole rectangle); none: 0
+                   pair; with a sliding window of W, each query sees at most W keys); full: 4 · L · NH·HS · T²
+                   (the unfused kernel's count and PaLM's: the whole rectangle); none: 0
 
     Assumptions: compute-bound (T far above the ridge); weights read once (t_weights is reported, and the
     time is max(t_compute, t_weights)); the LM head runs on all T tokens (2·P counts it per token) though a
     server needs only the last row; softmax, norms, activations left out.
     """
     hw = get_hardware(hardware)
-    name = dtypes.name(dtype)
+    pr = dtypes.precision(dtype)
     B = checks.integer("batch", batch)
     T = checks.integer("tokens", tokens)
-    if attention not in ATTENTION_CONVENTIONS:
-        raise ValueError(f"attention={attention!r} must be one of {ATTENTION_CONVENTIONS}")
+    attention = checks.one_of("attention", attention, ATTENTION_CONVENTIONS)
     P = formulas.num_params(cfg)
     P_flop = P if embedding_flops else P - _gathered_params(cfg)
-    pairs = {"causal": T * (T + 1) // 2, "full": T * T, "none": 0}[attention]
+    pairs = {"causal": _causal_pairs(T, cfg.sliding_window), "full": T * T, "none": 0}[attention]
     attn = 4 * cfg.n_layers * cfg.q_dim * pairs * B
     linear = 2 * P_flop * B * T
-    weight_bytes = P * dtypes.itemsize(name)
-    return PrefillFloor(B, T, linear, attn, weight_bytes, (linear + attn) / hw.peak(dtypes.short(name)),
+    weight_bytes = formulas.param_bytes(cfg, pr)
+    return PrefillFloor(B, T, linear, attn, weight_bytes, (linear + attn) / hw.peak(peak_dtype(pr)),
                         weight_bytes / hw.bandwidth, bool(embedding_flops), attention)
 
 
 @dataclass(frozen=True)
 class CriticalBatch:
-    """Where decode turns compute-bound. `analytic` = ridge · itemsize / 2: a weights-only step does 2·B FLOPs
-    per parameter and reads itemsize bytes of it, intensity 2·B/itemsize (= B in bf16), which reaches the
-    ridge at B = ridge · itemsize / 2. `from_ops`: the smallest batch at which the decode step's matmuls
-    (formulas' op costs: weights AND activations moved) spend more time computing than moving bytes."""
+    """Where decode turns compute-bound. `analytic` = ridge · b / 2, b the stored bytes per parameter: a
+    weights-only step does 2·B FLOPs per parameter and reads b bytes of it, intensity 2·B/b (= B in bf16), which
+    reaches the ridge at B = ridge · b / 2. b is the itemsize of a float format, and a little over 1 (int8) or
+    1/2 (int4) for quantized weights, their scales and unquantized tables included. `from_ops`: the smallest
+    batch at which the decode step's matmuls (formulas' op costs: weights AND activations moved, the
+    dequantization of quantized weights included) spend more time computing than moving bytes."""
     ridge: float
-    itemsize: int
+    bytes_per_weight: float
     analytic: float
     from_ops: int | None     # None: never within 2**24 sequences
     context: int
@@ -312,51 +353,52 @@ class CriticalBatch:
         return asdict(self)
 
 
-def _matmul_balance(cfg: Config, hw: Hardware, name: str, B: int, context: int) -> float:
-    """Σ flops/peak − Σ bytes/bandwidth over the matmul ops of one decode step."""
-    peak = hw.peak(dtypes.short(name))
-    matmuls = formulas.decode_step(cfg, B, context, name).filter(op="matmul")
-    return matmuls.flops / peak - matmuls.bytes / hw.bandwidth
-
-
-def critical_batch(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", context: int = 0) -> CriticalBatch:
+def critical_batch(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", context: int = 0,
+                   attention: str = "unfused") -> CriticalBatch:
     """The decode batch at which the weight matmuls turn compute-bound (see CriticalBatch). Attention is left
     out: at decode it reads B·context KV rows for 4·B·context·HS·NH FLOPs, intensity ≈ NH/KV·(2/itemsize),
     memory-bound at any batch, so it never turns."""
     hw = get_hardware(hardware)
-    name = dtypes.name(dtype)
-    s = dtypes.itemsize(name)
-    ridge = hw.ridge(dtypes.short(name))
-    lo, hi = 1, 1
-    found = None
-    if _matmul_balance(cfg, hw, name, 1, context) >= 0:
+    pr = dtypes.precision(dtype)
+    S = checks.integer("context", context, 0)
+    peak, ridge = hw.peak(peak_dtype(pr)), hw.ridge(peak_dtype(pr))
+    per_weight = formulas.param_bytes(cfg, pr) / formulas.num_params(cfg)
+
+    def balance(B: int) -> float:
+        """Σ flops/peak − Σ bytes/bandwidth over the matmul ops of one decode step."""
+        matmuls = formulas.decode_step(cfg, B, S, pr, attention).filter(op="matmul")
+        return matmuls.flops / peak - matmuls.bytes / hw.bandwidth
+
+    lo, hi, found = 1, 1, None
+    if balance(1) >= 0:
         found = 1
     else:
-        while hi < 2 ** 24 and _matmul_balance(cfg, hw, name, hi, context) < 0:
+        while hi < 2 ** 24 and balance(hi) < 0:
             lo, hi = hi, hi * 2
-        if _matmul_balance(cfg, hw, name, hi, context) >= 0:
+        if balance(hi) >= 0:
             while hi - lo > 1:                       # invariant: lo is memory-bound, hi compute-bound
                 mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if _matmul_balance(cfg, hw, name, mid, context) < 0 else (lo, mid)
+                lo, hi = (mid, hi) if balance(mid) < 0 else (lo, mid)
             found = hi
-    return CriticalBatch(ridge, s, ridge * s / 2, found, context)
+    return CriticalBatch(ridge, per_weight, ridge * per_weight / 2, found, S)
 
 
 def memory_needed(cfg: Config, dtype: Any, batch: int, context: int) -> int:
-    """Weights + KV cache for `batch` sequences of `context` tokens, bytes. Activations are left out (one
-    layer's worth, small next to these at serving sizes)."""
-    name = dtypes.name(dtype)
+    """Weights (as stored) + KV cache (in its format) for `batch` sequences of `context` tokens, bytes.
+    Activations are left out (one layer's worth, small next to these at serving sizes)."""
+    pr = dtypes.precision(dtype)
     B, S = checks.integer("batch", batch), checks.integer("context", context, 0)
-    return formulas.param_bytes(cfg, name) + formulas.kv_bytes_per_token(cfg, name) * S * B
+    return formulas.param_bytes(cfg, pr) + formulas.kv_bytes_per_token(cfg, pr) * S * B
 
 
 def max_batch(cfg: Config, hardware: "str | Hardware", dtype: Any = "bf16", context: int = 2048) -> int:
-    """The largest batch whose KV cache (context tokens per sequence) fits in the chip's memory next to the
-    weights: floor((memory − P·itemsize) / (context · KV bytes per token)). 0 if the weights alone don't fit."""
+    """The largest batch whose KV cache (context tokens per sequence, a full cache) fits in the chip's memory
+    next to the weights: floor((memory − weight bytes) / (context · KV bytes per token)). 0 if the weights alone
+    don't fit."""
     hw = get_hardware(hardware)
-    name = dtypes.name(dtype)
+    pr = dtypes.precision(dtype)
     S = checks.integer("context", context)
-    free = hw.memory - formulas.param_bytes(cfg, name)
+    free = hw.memory - formulas.param_bytes(cfg, pr)
     if free < 0:
         return 0
-    return int(free // formulas.kv_cache_bytes(cfg, 1, S, name))
+    return int(free // formulas.kv_cache_bytes(cfg, 1, S, pr))

@@ -7,10 +7,10 @@ One op that does F FLOPs and moves M bytes (read + written) cannot finish faster
 
 so its predicted time is max(T_math, T_bytes). Which term wins depends on the op's arithmetic intensity F / M
 against the chip's ridge point peak / bandwidth: above the ridge the op is compute-bound, below it memory-bound.
-A phase (prefill, one decode step) is predicted as the SUM over its ops of that max: minitx's ops are unfused,
-each one a trip to memory and back (minitx.conventions), so they do not overlap. The Scaling Book calls
-max(T_math, T_bytes) the lower bound and T_math + T_bytes the upper one; the prediction here is the lower bound
-of an unfused implementation, op by op.
+A phase (prefill, one decode step) is predicted as the SUM over its ops of that max: each minitx op is one trip
+to memory and back (the fused attention kernel is one op; minitx.accounting.conventions), so they do not overlap.
+The Scaling Book calls max(T_math, T_bytes) the lower bound and T_math + T_bytes the upper one; the prediction
+here is the lower bound of the implementation counted, op by op.
 
 Where the op costs come from: a Ledger of Records, either a `minitx.count()` block (what really ran) or a
 `minitx.formulas` result (what would run: `formulas.prefill`, `formulas.decode_step`, no allocation, so a 70B
@@ -23,8 +23,10 @@ The whole-step forms (decode and prefill floors, the critical batch, the largest
 serving figures built on this (TTFT, TPOT, tokens/s as batch size grows) are in `minitx.serving`; the same
 predictions set against timings on this CPU are in `minitx.measured`.
 
-Units: seconds, bytes, FLOPs; GB = 1e9 bytes. dtype names: any spelling `minitx.dtypes` knows ("bf16",
-"bfloat16", ...); "int8" means int8 weights, KV and int8 OPs: the chip's int8 peak.
+Units: seconds, bytes, FLOPs; GB = 1e9 bytes. `dtype` is the format the ops compute in, whose peak applies: any
+spelling `minitx.dtypes` knows ("bf16", "bfloat16", "int8" for int8 operations at the chip's int8 peak), or a
+`minitx.dtypes.Precision`, whose activations' format is the one its matmuls compute in (int8 weights with bf16
+activations: the bf16 peak). `minitx.serving` passes the latter.
 """
 from __future__ import annotations
 
@@ -171,9 +173,10 @@ def analyze(costs: Iterable[Record], hardware: "str | Hardware", dtype: Any = "b
     """Place op costs on the roofline of `hardware` computing in `dtype`.
 
     costs     a Ledger: a Counter (what ran) or a formulas result (what would run), or any Records
+    dtype     the format the ops compute in (its peak is used), or a Precision (its activations' format)
     """
     hw = get_hardware(hardware)
-    key = dtypes.short(dtype)
+    key = dtypes.short(dtype.activations if isinstance(dtype, dtypes.Precision) else dtype)
     records = Ledger(costs)
     for r in records:
         if not isinstance(r, Record):

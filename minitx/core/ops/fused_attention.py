@@ -31,9 +31,16 @@ the keys is ever made outside the kernel. The output is token-major with each to
 the layout the output projection reads, so no merge op is needed.
 
 Masking. A query at position i sees keys i − W < j ≤ i with a sliding window of W keys (Mistral, Gemma 2's local
-layers), else 0 ≤ j ≤ i. Keys outside that range are not visited at all: the loops run over the visible range
-only, so a fully masked key (or a fully masked tile) is neither computed nor counted. There is no partially
-masked tile either: each query's tiles are cut from its own visible range.
+layers), else 0 ≤ j ≤ i. The loops run over each query's visible range only, so a fully masked key (or a fully
+masked tile) enters no arithmetic and is not counted; there is no partly masked tile either, since each query's
+tiles are cut from its own visible range. (A block's keys are copied once into the kernel's scratch, those some
+query of the block sees; a key no query of the block sees is not even read.)
+
+Work shared, arithmetic not. The G = NH/KV query heads of a token share one kv head and so the same visible keys
+and tiles: they walk them together, each key and value loaded once for the G of them. Each (query, head) is still
+its own row of the online softmax doing exactly a row's arithmetic, so the count is per row whatever the grouping.
+Precision: the dot products and the e·v accumulation run in the model's dtype, as the unfused path's BLAS matmuls
+do; the running max and sum in float64, as its softmax does.
 
 Counting (minitx.accounting.conventions, "Fused attention"): the FLOPs are those of the loops below, per visible
 (query, key, head) entry, per tile and per (query, head) row; the bytes are those of an ideal fused kernel that
@@ -52,13 +59,28 @@ from ..shaped import empty, is_shaped
 
 
 @njit(cache=True, error_model="numpy")
-def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, kt, rows, cols, sc, o, m, l, out):
+def _gather_keys(k_pool, g, rows, cols, j0, j1, kt):
+    # k_pool (R, KV, X, HS), g the kv head, rows and cols (span,) where each key lives, kt (HS, ≥ j1 − j0) out:
+    # kt[:, :j1-j0] = keys j0..j1-1 of kv head g, transposed (the key index along the fast axis).
+    # One key at a time: its row is a view (HS contiguous numbers, one pool lookup), written down a column of kt.
+    HS = k_pool.shape[3]
+    for jj in range(j0, j1):
+        krow = k_pool[rows[jj], g, cols[jj]]         # (HS,) the key at position j0 + (jj − j0) of the span
+        c = jj - j0
+        for d in range(HS):
+            kt[d, c] = krow[d]
+
+
+@njit(cache=True, error_model="numpy")
+def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, kt, kt_tile, rows, cols, sc, o, m,
+               l, out):
     # q (N·NH·HS,) flat, block by block (each block's queries a (b, NH, n, HS) array); k_pool, v_pool (R, KV, X, HS);
     # table (slots, rows/slot) int64; pos (N,) int64; blocks (n_blocks, 5) rows of (start, slot, b, n, p);
     # NH query heads; scale 1/√HS (any float); window W ≥ 1, or 0 for plain causal; tile keys per tile.
-    # Scratch: kt (HS, span) one sequence's keys of one kv head, transposed; rows, cols (span,) int64 where each of
-    # its key positions lives; per query head of a group (G = NH/KV rows): sc (G, tile) one tile's scores, then
-    # weights, and o (G, HS) the running numerator, both in q's dtype; m, l (G,) float64 the running max and sum.
+    # Scratch: kt (HS, span) one sequence's keys of one kv head, transposed (used when n > 1); kt_tile (HS, tile)
+    # one tile of them (when n = 1); rows, cols (span,) int64 where each of its key positions lives; for the G =
+    # NH/KV query heads of a group: sc (G, tile) one tile's scores, then weights, and o (G, HS) the running
+    # numerator, both in q's dtype; m, l (G,) float64 the running max and sum.
     # out (N, NH·HS) written, every entry (the wrapper checked that the blocks cover every row).
     R, KV, X, HS = k_pool.shape
     G = NH // KV                     # query heads per key/value head (grouped-query attention)
@@ -80,15 +102,17 @@ def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, k
                 rows[jj] = table[s_, (j // X) % width]
                 cols[jj] = j % X
             for g in range(KV):
-                # Gather this sequence's keys of kv head g, transposed: kt[d, jj] is k[d] of position lo_blk + jj.
-                # With keys along the fast axis, a tile's scores are HS passes of s[j] += q[d]·k[j, d] over
-                # consecutive j: independent multiply-adds the compiler vectorises, where a dot product per key
-                # would be one chain of dependent adds. The copy is made once and read by all G·n queries of the
-                # group (the GPU kernel's tile in shared memory; here it stays in cache). Values need no copy:
-                # each v row is already HS contiguous numbers, the axis the e·v update runs along.
-                for jj in range(span):
-                    for d in range(HS):
-                        kt[d, jj] = k_pool[rows[jj], g, cols[jj], d]
+                # Keys are read transposed, kt[d, jj] = k[d] of position lo_blk + jj: with keys along the fast
+                # axis, a tile's scores are HS passes of s[j] += q[d]·k[j, d] over consecutive j, independent
+                # multiply-adds the compiler vectorises, where a dot product per key would be one chain of dependent
+                # adds. With n > 1 tokens per sequence the whole span is transposed once here and read by all G·n
+                # queries of the group; with n = 1 (decode) nothing would be shared across tokens, so each tile is
+                # transposed into kt_tile just before its G heads use it, while it sits in L1 (a (HS, span) buffer
+                # written column by column would touch a new cache line, often a new page, per number). This copy is
+                # the GPU kernel's tile in shared memory. Values need no copy: each v row is already HS contiguous
+                # numbers, the axis the e·v update runs along.
+                if n > 1:
+                    _gather_keys(k_pool, g, rows, cols, 0, span, kt)
                 for ti in range(n):
                     r = start + bi * n + ti                  # the token's row in the batch
                     i = pos[r]                               # its position (= p + ti, checked)
@@ -107,17 +131,34 @@ def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, k
                         for d in range(HS):
                             o[hh, d] = 0.0
                     # The visible keys lo..i, cut into tiles of `tile` keys from lo: ceil((i + 1 − lo) / tile)
-                    # tiles, the last one possibly short. No key outside lo..i is ever touched.
-                    for t0 in range(lo, i, tile):
+                    # tiles, the last one possibly short. No key outside lo..i enters the arithmetic.
+                    for t0 in range(lo, i + 1, tile):
                         nt = min(t0 + tile, i + 1) - t0
-                        base = t0 - lo_blk                   # the tile's first column of kt
-                        # 1. the tile's scores s_j = q·k_j: HS multiply-adds per (key, head). krow and srow are
-                        # views, so the inner loop's index is a plain 0..nt-1 (the compiler then vectorises it).
+                        base = t0 - lo_blk                   # the tile's first key in rows, cols (and in kt)
+                        if n > 1:
+                            keys, kb = kt, base
+                        else:
+                            _gather_keys(k_pool, g, rows, cols, base, base + nt, kt_tile)
+                            keys, kb = kt_tile, 0
+                        # 1. the tile's scores s_j = q·k_j: HS multiply-adds per (key, head). The rows of keys and
+                        # srow are views, so the inner loop's index is a plain 0..nt-1 (the compiler then vectorises
+                        # it). Four d's per pass: srow is loaded and stored a quarter as often. The arithmetic is
+                        # the same, 4 multiplies and 4 adds per 4 d's (three inside the brackets, one into srow);
+                        # only the order of the additions differs. HS % 4 leftover d's follow one at a time.
                         for hh in range(G):
                             for jj in range(nt):
                                 sc[hh, jj] = 0.0
-                        for d in range(HS):
-                            krow = kt[d, base:base + nt]
+                        for d in range(0, HS - 3, 4):
+                            k0, k1 = keys[d, kb:kb + nt], keys[d + 1, kb:kb + nt]
+                            k2, k3 = keys[d + 2, kb:kb + nt], keys[d + 3, kb:kb + nt]
+                            for hh in range(G):
+                                qh = q0 + hh * n * HS + d
+                                a0, a1, a2, a3 = q[qh], q[qh + 1], q[qh + 2], q[qh + 3]
+                                srow = sc[hh]
+                                for jj in range(nt):
+                                    srow[jj] += (a0 * k0[jj] + a1 * k1[jj]) + (a2 * k2[jj] + a3 * k3[jj])
+                        for d in range(HS - HS % 4, HS):
+                            krow = keys[d, kb:kb + nt]
                             for hh in range(G):
                                 qd = q[q0 + hh * n * HS + d]
                                 srow = sc[hh]
@@ -149,12 +190,21 @@ def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, k
                                 lh += srow[jj]
                             l[hh] = lh
                             m[hh] = m_new
-                        # 5. and times the key's value row into the numerator: o += e_j · v_j, one value row read
-                        # for the G heads
-                        for jj in range(nt):
-                            vr = v_pool[rows[base + jj], g, cols[base + jj]]         # (HS,) a view, no copy
+                        # 5. and times the key's value row into the numerator: o += e_j · v_j, each value row read
+                        # once for the G heads. Two keys per pass (o loaded and stored half as often), each still
+                        # one multiply and one add per element; an odd last key on its own.
+                        for jj in range(0, nt - 1, 2):
+                            v0 = v_pool[rows[base + jj], g, cols[base + jj]]         # (HS,) views, no copy
+                            v1 = v_pool[rows[base + jj + 1], g, cols[base + jj + 1]]
                             for hh in range(G):
-                                e = sc[hh, jj]
+                                e0, e1 = sc[hh, jj], sc[hh, jj + 1]
+                                orow = o[hh]
+                                for d in range(HS):
+                                    orow[d] += e0 * v0[d] + e1 * v1[d]
+                        if nt % 2:
+                            vr = v_pool[rows[base + nt - 1], g, cols[base + nt - 1]]
+                            for hh in range(G):
+                                e = sc[hh, nt - 1]
                                 orow = o[hh]
                                 for d in range(HS):
                                     orow[d] += e * vr[d]
@@ -193,9 +243,12 @@ def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, 
         raise ValueError(f"window must be None or an integer ≥ 1, got {window!r}")
     pos, blocks = batch.pos, batch.block_array
     N = pos.shape[0]
-    if q.ndim != 1 or q.size != N * n_heads * HS or q.dtype not in (np.float32, np.float64):
-        raise ValueError(f"q must be a flat float32/float64 (N·NH·HS,) = ({N * n_heads * HS},) buffer, got "
-                         f"{q.dtype} {q.shape}")
+    if q.ndim != 1 or q.size != N * n_heads * HS:
+        raise ValueError(f"q must be a flat (N·NH·HS,) = ({N * n_heads * HS},) buffer, got {q.shape}")
+    # The kernel runs in float32 or float64; shape-only arrays (any dtype, bfloat16 included) never reach it.
+    if not is_shaped(q, k_pool, v_pool) and any(a.dtype not in (np.float32, np.float64) for a in (q, k_pool, v_pool)):
+        raise ValueError(f"the fused kernel runs on float32/float64 arrays, got q {q.dtype}, pools {k_pool.dtype}, "
+                         f"{v_pool.dtype}")
     if pos.dtype != np.int64 or table.dtype != np.int64 or table.ndim != 2 or table.shape[1] < 1:
         raise ValueError("positions and the block table must be int64, the table (slots, rows per slot)")
     start, slot, b, n, p = blocks.T
@@ -217,8 +270,14 @@ def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, 
         # position shares its (row, column) with the one X·width earlier. (A rolling cache needs W ≤ X − n + 1.)
         raise ValueError(f"a block needs {int((hi - lo).max())} keys per sequence but the store keeps "
                          f"{X * width} (X={X} × {width} rows): the earliest would already be overwritten")
+    # The table entries the kernel reads, (j // X) mod width for the keys j = lo..hi-1 of each block's slots: first
+    # all entries of those slots at once (one vectorised test, the usual case); only if one is out of range, block
+    # by block, for the entries actually read (a paged cache may mark pages it has not allocated with −1).
+    slots = np.repeat(slot, b) + np.arange(int(b.sum())) - np.repeat(np.cumsum(b) - b, b)
+    used = table[slots]
+    if used.min() >= 0 and used.max() < R:
+        return N, KV, HS
     for k in range(blocks.shape[0]):
-        # the table entries the block's keys use: (j // X) % width for j in lo..hi-1
         first, last = int(lo[k]) // X, (int(hi[k]) - 1) // X
         entries = (np.arange(first, last + 1) % width) if last - first + 1 < width else slice(None)
         used = table[slot[k]:slot[k] + b[k], entries]
@@ -239,18 +298,20 @@ def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarra
     out = empty((N, n_heads * HS), q.dtype, like=q)
     if not is_shaped(q, k_pool, v_pool):
         # Scratch, allocated once per call and reused by every block: one sequence's keys of one kv head,
-        # transposed (kt, in the pools' dtype), where each of its positions lives (rows, cols), and the online
-        # softmax's state for the G query heads of one token. Like the unfused path's BLAS matmuls, the dot
+        # transposed (kt, in the pools' dtype; only blocks of n > 1 tokens use it), one tile of them (kt_tile, for
+        # n = 1), where each of its positions lives (rows, cols), and the online softmax's state for the G query
+        # heads of one token. Like the unfused path's BLAS matmuls, the dot
         # products and the e·v accumulation run in the model's dtype (sc, o); like its softmax, the running max
         # and sum are float64 (m, l).
         span, tile, G = int((hi - lo).max()), cv.FUSED_TILE, n_heads // KV
-        kt = np.empty((HS, span), dtype=k_pool.dtype)
+        kt = np.empty((HS, span if (blocks[:, 3] > 1).any() else 0), dtype=k_pool.dtype)
+        kt_tile = np.empty((HS, tile), dtype=k_pool.dtype)
         rows, cols = np.empty(span, dtype=np.int64), np.empty(span, dtype=np.int64)
         sc, o = np.empty((G, tile), dtype=q.dtype), np.empty((G, HS), dtype=q.dtype)
         m, l = np.empty(G, dtype=np.float64), np.empty(G, dtype=np.float64)
         # Numba compiles a kernel per argument type and None is a type of its own: "no window" arrives as 0.
         _fused_fwd(q, k_pool, v_pool, table, batch.pos, blocks, n_heads, float(scale), int(window or 0), tile,
-                   kt, rows, cols, sc, o, m, l, out)
+                   kt, kt_tile, rows, cols, sc, o, m, l, out)
     if counting():
         flops, macs = fused_attention_flops(batch.pos, n_heads, HS, window)
         # each block's keys and values, once per sequence: positions lo..hi-1 (minitx.conventions)
