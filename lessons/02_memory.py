@@ -132,16 +132,28 @@ assert train_total == formulas.training_memory(cfg, B, T, dtype)["total"]
 # ## 5. Scaled up: a 7B model
 #
 # The same formulas for Llama-2-7B (6.74B parameters), without allocating anything. First the weights
-# alone, by dtype: the "a 7B model takes 14 GB" rule is 2 bytes per parameter.
+# alone, by precision: the "a 7B model takes 14 GB" rule is 2 bytes per parameter. Each figure is counted too,
+# by a shape-only model (`shape_only=True`: every array has its shape and dtype but no data), which lays out its
+# weights as a real one would: 16-bit, or int8 / int4 matrices (weight-only quantization) with a float16 scale
+# per 128 inputs while the embeddings, norms and head stay in bf16.
 
 # %%
 big = Config.preset("llama-2-7b")
 P7 = formulas.num_params(big)
-weights_by_dtype = {dt: formulas.param_bytes(big, dt) for dt in ("float32", "bfloat16", "int8")}
-for dt, n in weights_by_dtype.items():
-    print(f"weights in {dt:<9} {formulas.itemsize(dt)} B/param  {n / 1e9:7.2f} GB  {n / 2**30:7.2f} GiB")
+weights_by_dtype = {}
+print(f"{'weights':<9} {'counted (shape-only model)':>27} {'formula':>15} {'bytes/param':>12}")
+for dt in ("float32", "bfloat16", "int8", "int4"):
+    shaped_model = Transformer(big, dtype=dt if dt in ("float32", "bfloat16") else "bfloat16",
+                               weight_dtype=None if dt in ("float32", "bfloat16") else dt, shape_only=True)
+    weights_by_dtype[dt] = shaped_model.weight_nbytes
+    formula = formulas.param_bytes(big, shaped_model.precision)
+    print(f"{dt:<9} {shaped_model.weight_nbytes:>27,} {formula:>15,} {shaped_model.weight_nbytes / P7:>12.3f}")
+    assert shaped_model.weight_nbytes == formula
 
 # %% [markdown]
+# int8 is not quite 1 byte per parameter, nor int4 half a byte: the scales add 2 bytes per 128 weights, and the
+# two vocabulary tables (0.26B parameters each) stay in bf16.
+#
 # Training needs more than the weights, and the sources disagree on how much more per parameter, because
 # they assume different precisions:
 #

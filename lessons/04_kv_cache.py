@@ -171,3 +171,34 @@ for name in ("llama-2-7b", "llama-3-8b", "mistral-7b", "gemma-2b"):
 # more than paid back by its 4× smaller cache. The cache, not the weights, is what limits the batch, and
 # the batch is what makes decoding efficient (lesson 5). `minitx kv MODEL --dtype bf16 --batch B --seq T`
 # prints these numbers for any preset or `config.json`.
+#
+# ## 7. Two ways to keep less: a sliding window, a smaller format
+#
+# Mistral-7B (v0.1) attends to the last W = 4096 positions only. A query never looks further back, so the cache
+# can keep a rolling window: position p lives in column p mod X, overwriting a key no query will read again (X
+# is W plus room for one call's new tokens). And the cache may be stored in a smaller format than the weights:
+# int8 keys and values take half of bf16's bytes. Allocate the caches (shape-only: the arrays have shapes and
+# dtypes but no data, so a 32k-token cache costs nothing here) and read their sizes:
+
+# %%
+mistral = Config.preset("mistral-7b")
+print(f"mistral-7b: window W = {mistral.sliding_window}, context n_ctx = {mistral.n_ctx:,}")
+print(f"{'cache for one 32,768-token sequence':<38} {'positions':>10} {'bytes (allocated)':>18} {'formula':>15}")
+window_caches = {}
+for label, kv_format, rolling in (("full, bf16", "bfloat16", False), ("rolling window, bf16", "bfloat16", True),
+                                  ("rolling window, int8", "int8", True)):
+    shaped_cache = KVCache(mistral, batch=1, max_len=32_768, dtype=kv_format, rolling=rolling, chunk=1,
+                           shape_only=True) if rolling else KVCache(mistral, 1, 32_768, kv_format, shape_only=True)
+    formula = formulas.kv_cache_bytes(mistral, 1, 32_768, kv_format, rolling=rolling, chunk=1)
+    window_caches[label] = shaped_cache.nbytes
+    print(f"{label:<38} {shaped_cache.capacity:>10,} {shaped_cache.nbytes:>18,} {formula:>15,}")
+    assert shaped_cache.nbytes == formula
+# by hand: 2 (K, V) · 32 layers · 8 KV heads · 128 · 2 bytes = 131,072 bytes per position
+assert window_caches["full, bf16"] == 131_072 * 32_768 and window_caches["rolling window, bf16"] == 131_072 * 4096
+
+# %% [markdown]
+# An 8× smaller cache for a 32k-token conversation, and half again in int8. (The window is a property of the
+# model, trained into it; a smaller KV format trades a little accuracy for bytes.) A decode step reads only
+# what the cache holds, so the window also caps the bytes each step reads. `minitx kv mistral-7b --seq 32768`
+# (and `--kv-dtype int8`) prints both caches; its rolling one leaves room for a whole prompt chunk of W tokens
+# per call (2W − 1 positions), where this one, written a token at a time (chunk=1), keeps exactly W.

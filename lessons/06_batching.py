@@ -117,14 +117,18 @@ print(serving.sweep_table(points))
 # %%
 cpu = hardware.get("this-machine")      # measured once per process: about 2 seconds
 small = Config.preset("small-gpt2")
-sweep = measured.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=2)
+sweep = measured.measure_decode_sweep(small, cpu, batches=(1, 4, 16, 64), prompt=16, steps=8, repeats=5)
 print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e9:.1f} GB/s, "
       f"ridge {cpu.ridge('fp32'):.1f} FLOP/B")
-print(f"{'B':>4} {'FLOP/B':>7} {'roofline ms':>12} {'measured ms':>12} {'roofline tok/s':>15} "
+print(f"{'B':>4} {'FLOP/B':>7} {'roofline ms':>12} {'measured ms':>12} {'spread':>7} {'roofline tok/s':>15} "
       f"{'measured tok/s':>15} {'factor':>7}")
 for p in sweep:
     print(f"{p.batch:>4} {p.intensity:>7.2f} {p.predicted * 1e3:>12.3f} {p.measured * 1e3:>12.3f} "
-          f"{p.predicted_tokens_per_s:>15,.0f} {p.tokens_per_s:>15,.0f} {p.factor:>7.1f}")
+          f"{p.timing.spread:>7.0%} {p.predicted_tokens_per_s:>15,.0f} {p.tokens_per_s:>15,.0f} {p.factor:>7.1f}")
+print("(measured: the median of 5 runs of 8 steps after a warm-up; spread: the middle half of the runs, "
+      "as a share of the median)")
+if measured.sweep_warning(sweep):
+    print("WARNING: " + measured.sweep_warning(sweep))
 cpu_crit = serving.critical_batch(small, cpu, "fp32")
 print(f"critical batch here: ridge · 4 / 2 = {cpu_crit.analytic:.1f}; from the ops {cpu_crit.from_ops}")
 
@@ -137,9 +141,9 @@ print(f"critical batch here: ridge · 4 / 2 = {cpu_crit.analytic:.1f}; from the 
 # tokens/s flatten. On a quiet machine the measured throughput follows it: it rises with the batch, because a
 # decode step of a small model is mostly fixed per-op overhead (Python calls, dispatch) that the batch shares
 # just as it shares the weight reads, and it flattens once the matmuls dominate. The measured step times sit
-# above the roofline by the overhead factor of lesson 5. They are measurements, though: on a busy machine one
-# slow run can put a point below its neighbour, so read the figures printed above rather than expecting a
-# smooth curve.
+# above the roofline by the overhead factor of lesson 5. Each is the median of several runs, with their spread
+# beside it: when the spread is large (another program took the cores), the lesson says so above instead of
+# letting one slow run put a point below its neighbour.
 #
 # **Takeaways.** Batching raises arithmetic intensity, roughly B FLOP per byte in bf16, and with it
 # throughput, up to the critical batch ≈ the ridge point. The KV cache can run out of memory before that.

@@ -10,6 +10,7 @@ The public API (what the lessons and the command line use):
     memory                              measured memory: saved activations, inference peak, one report
     hardware, roofline, serving         GPUs and this machine, the roofline model, batching and latency
     measured, cost, plots               predicted vs measured on this CPU, self-hosting economics, charts
+    timed                               warm up, repeat, median and spread: every measured figure
 
 The package is laid out by what each part is for (see each folder's __init__): core/ what runs, accounting/ the
 counts and the closed forms, serving/ hardware, roofline, latency and cost, measure/ this machine, io/ files,
@@ -34,6 +35,7 @@ _NAMES = {
     "memory": ("accounting.memory", None), "hardware": ("serving.hardware", None),
     "roofline": ("serving.roofline", None), "serving": ("serving", None), "cost": ("serving.cost", None),
     "measured": ("measure.inference", None), "plots": ("teaching.plots", None),
+    "timed": ("measure.timing", "timed"),
 }
 __all__ = list(_NAMES)
 

@@ -481,3 +481,11 @@ def test_the_calculator_never_loads_numba_or_allocates_a_model():
             "assert 'numba' not in sys.modules and 'minitx.core.model' not in sys.modules, sorted(sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_kv_prints_the_rolling_cache_of_a_sliding_window_model(capsys):
+    d = run_json(["kv", "mistral-7b", "--seq", "32768"], capsys)
+    # W = 4096: the last W + (chunk = W) − 1 = 8191 positions, 2·32·8·128·2 = 131,072 B each
+    assert d["rolling_positions"] == 8191 and d["rolling_total"] == 131_072 * 8191
+    assert d["total"] == 131_072 * 32_768                      # the full cache beside it
+    assert "rolling_total" not in run_json(["kv", "llama-3-8b", "--seq", "100"], capsys)   # no window, no line

@@ -68,6 +68,12 @@ def test_lesson_02_memory(lesson_globals):
     assert kept[8] > 3.5 * kept[2]                          # training memory grows with depth
     assert abs(peaks[8] / peaks[2] - 1) < 0.02              # inference memory does not
     assert g["weights_by_dtype"]["bfloat16"] == 13_476_831_232
+    # int8 by hand: 32 layers of q|k|v (4096·12288), o (4096·4096), gated up (4096·22016), down (11008·4096) =
+    # 202,375,168 int8 values and 202,375,168 / 128 float16 scales each; the 2·32000·4096 vocabulary tables and
+    # the 65·4096 norm weights in bf16
+    layer = 4096 * 12288 + 4096 * 4096 + 4096 * 22016 + 11008 * 4096
+    assert layer == 202_375_168
+    assert g["weights_by_dtype"]["int8"] == 32 * (layer + layer // 128 * 2) + 2 * (2 * 32000 * 4096 + 65 * 4096)
     recipes = g["recipes"]
     assert recipes["mixed precision, 16 B/param"] == 16 * 6_738_415_616
     assert recipes["Hugging Face, 18 B/param"] == 18 * 6_738_415_616

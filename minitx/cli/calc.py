@@ -477,7 +477,9 @@ def kv_data(cfg: Config, pr: dtypes.Precision, B: int, T: int, attention: str = 
     return {"model": cfg.name, "dtype": dtype or pr.kv, **precision_data(pr, attention), "batch": B, "seq": T,
             "n_layers": cfg.n_layers, "n_kv_heads": cfg.n_kv_heads, "n_heads": cfg.n_heads, "head_dim": cfg.head_dim,
             "bytes_per_token": per_token, "total": F.kv_cache_bytes(cfg, B, T, pr),
-            "mha_bytes_per_token": mha, "mha_overcount": mha / per_token}
+            "mha_bytes_per_token": mha, "mha_overcount": mha / per_token,
+            **({"rolling_positions": F.kv_positions(cfg, T, rolling=True),
+                "rolling_total": F.kv_cache_bytes(cfg, B, T, pr, rolling=True)} if cfg.sliding_window else {})}
 
 
 def kv(args) -> int:
@@ -498,6 +500,11 @@ def kv(args) -> int:
     held = _plural(T, 'token') if X == T else f"{X:,} positions (a rolling window, of {T:,} tokens)"
     print(f"  total      × {held} × {_plural(B, 'sequence')} = {d['total']:,} B "
           f"({human_bytes(d['total'])})")
+    if cfg.sliding_window and d["rolling_positions"] < T:
+        W = cfg.sliding_window
+        print(f"  rolling    with a sliding window of W = {W:,}, a cache that keeps the last W + chunk − 1 = "
+              f"{d['rolling_positions']:,} positions (chunk: the most tokens one call writes, W by default; fused "
+              f"attention reads it) holds {d['rolling_total']:,} B ({human_bytes(d['rolling_total'])})")
     if cfg.n_kv_heads != cfg.n_heads:
         print(f"  a calculator that assumes multi-head attention (KV = NH = {cfg.n_heads}) says "
               f"{d['mha_bytes_per_token']:,} B per token: {d['mha_overcount']:.0f}x too much")

@@ -127,6 +127,12 @@ class Transformer:
         return sum(spec.size for spec in self.table)
 
     @property
+    def weight_nbytes(self) -> int:
+        """Bytes of the weights as stored: the flat buffer of float parameters, plus each quantized matrix's values
+        and scales (a shape-only model reports the same without holding them)."""
+        return int(self.flat.nbytes) + sum(q.nbytes for q in self.quantized.values())
+
+    @property
     def grad_flat(self) -> np.ndarray | None:
         return self._grad_flat
 

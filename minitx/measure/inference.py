@@ -19,6 +19,7 @@ from ..core.model import Transformer
 from ..serving.hardware import Hardware, get as get_hardware
 from ..serving.roofline import analyze
 from ..units import finite_or_none, fixed
+from .timing import Timing, noise_warning
 
 # ==============================================================================================================
 # Predicted vs measured, on this machine
@@ -46,13 +47,15 @@ class _TimedRecords(list):
 @dataclass(frozen=True)
 class Compared:
     """Measured against predicted for one group of work. factor = measured / predicted (how many times slower
-    than the roofline: 1 is the roofline itself); efficiency = predicted / measured (fraction of roofline)."""
+    than the roofline: 1 is the roofline itself); efficiency = predicted / measured (fraction of roofline).
+    `measured` is the median of the runs in `timing` (minitx.measure.timing)."""
     key: str
     measured: float
     predicted: float
     flops: int = 0
     bytes: int = 0
     bound: str = ""
+    timing: Timing | None = None
 
     @property
     def factor(self) -> float:
@@ -63,7 +66,8 @@ class Compared:
         return self.predicted / self.measured if self.measured else math.inf
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "factor": finite_or_none(self.factor), "efficiency": finite_or_none(self.efficiency)}
+        return {**asdict(self), "timing": self.timing.to_dict() if self.timing else None,
+                "factor": finite_or_none(self.factor), "efficiency": finite_or_none(self.efficiency)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ class Measurement:
     """A model run for real on this machine, next to the roofline of the measured machine.
 
     phases     {"prefill": Compared (one call), "decode": Compared (mean step)}: whole-phase wall-clock time of
-               uncounted runs, best of `repeats`, against the roofline of that run's own counted ops
+               uncounted runs, the median of `repeats` (its spread in .timing), against the roofline of the
+               run's own counted ops
     ops        {(phase, op kind): Compared}: time attributed per op from a counted run (see _TimedRecords),
                per call of the phase (decode: per step)
     overhead   counted run's phase time / uncounted one, per phase: what the counters and timestamps cost
@@ -85,6 +90,11 @@ class Measurement:
     phases: dict[str, Compared]
     ops: dict[tuple[str, str], Compared]
     overhead: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def warning(self) -> str | None:
+        """A sentence when the whole-phase timings were too noisy to conclude from, else None."""
+        return noise_warning([c.timing for c in self.phases.values() if c.timing], "the phase timings")
 
     def table(self) -> str:
         """Per phase and per op kind, measured against the roofline; times in µs with fixed decimals."""
@@ -105,6 +115,10 @@ class Measurement:
                 if p == ph:
                     lines.append(row(ph, op, o))
             lines.append(row(ph, "(whole)", c))
+        lines.append("(measured: median of the runs; whole phases: " + "; ".join(
+            f"{ph} spread {c.timing.spread:.0%}" for ph, c in self.phases.items() if c.timing) + ")")
+        if self.warning:
+            lines.append("WARNING: " + self.warning)
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -145,13 +159,14 @@ def _run_phases(model, tokens: np.ndarray, cache, steps: int, stamps: _TimedReco
 
 
 def measure_inference(model: Any = "reference", hardware: "str | Hardware | None" = None, batch: int = 1,
-                      prompt: int = 32, steps: int = 16, repeats: int = 3, seed: int = 0) -> Measurement:
+                      prompt: int = 32, steps: int = 16, repeats: int = 5, seed: int = 0) -> Measurement:
     """Time a prefill of `batch` prompts of `prompt` tokens and `steps` decode steps of a real model on this
     CPU; predict both from the roofline of the measured machine and the ops' own counts.
 
     What is timed, and how:
-      * whole phases: `repeats` uncounted runs after a warm-up (JIT compile, first touch); the best prefill and
-        the best mean decode step are kept (a roofline is a best case, so its measurement is the best run);
+      * whole phases: `repeats` uncounted runs after a warm-up (JIT compile, first touch); the median prefill
+        and the median of the runs' mean decode steps are kept, with their spread (minitx.measure.timing: the
+        median is what a re-run reproduces; `Measurement.warning` says when the runs disagree too much);
       * per op kind: one more run inside a counter whose record list timestamps each record (`_TimedRecords`).
         Each op's time is the gap since the previous record; the run with the counters is a little slower,
         and `overhead` says by how much.
@@ -174,52 +189,54 @@ def measure_inference(model: Any = "reference", hardware: "str | Hardware | None
     tokens = np.random.default_rng(seed).integers(0, m.cfg.vocab_size, (B, T))
     cache = KVCache(m.cfg, B, T + n, m.dtype)
     _run_phases(m, tokens, cache, min(n, 2))                          # warm-up
-    best_prefill, best_step = math.inf, math.inf
-    for _ in range(reps):
-        t_pre, t_steps = _run_phases(m, tokens, cache, n)
-        best_prefill = min(best_prefill, t_pre)
-        best_step = min(best_step, float(np.mean(t_steps)))
+    runs = [_run_phases(m, tokens, cache, n) for _ in range(reps)]
+    prefill_t = Timing(tuple(t_pre for t_pre, _ in runs))
+    step_t = Timing(tuple(float(np.mean(t_steps)) for _, t_steps in runs))
 
-    # Per op kind: `repeats` counted runs with timestamps; each (phase, op kind) keeps its best run.
-    best_ops: dict[tuple[str, str], float] = {}
-    counted_pre, counted_step = math.inf, math.inf
+    # Per op kind: `repeats` counted runs with timestamps; each (phase, op kind) keeps the median of its runs.
+    op_runs: dict[tuple[str, str], list[float]] = {}
+    counted_pre, counted_step = [], []
     for _ in range(reps):
         stamps = _TimedRecords()
         counter = Counter()
         counter.records = stamps       # the counter appends to the timestamping list
         with counter:
             t_pre_counted, t_steps_counted = _run_phases(m, tokens, cache, n, stamps)
-        counted_pre = min(counted_pre, t_pre_counted)
-        counted_step = min(counted_step, float(np.mean(t_steps_counted)))
+        counted_pre.append(t_pre_counted)
+        counted_step.append(float(np.mean(t_steps_counted)))
         run: dict[tuple[str, str], float] = {}
         for rec, sec in zip(stamps, stamps.seconds):
             run[(rec.phase, rec.op)] = run.get((rec.phase, rec.op), 0.0) + sec
         for k, sec in run.items():
-            best_ops[k] = min(best_ops.get(k, math.inf), sec)
+            op_runs.setdefault(k, []).append(sec)
     rl = analyze(list(stamps), hw, key)          # the counts are the same in every run
     per_call = {"prefill": 1, "decode": n}
     phases = {}
     for ph, g in rl.phases().items():
         d = per_call[ph]
-        measured = best_prefill if ph == "prefill" else best_step
-        phases[ph] = Compared(ph, measured, g.time / d, g.flops // d, g.bytes // d, g.bound)
+        t = prefill_t if ph == "prefill" else step_t
+        phases[ph] = Compared(ph, t.median, g.time / d, g.flops // d, g.bytes // d, g.bound, t)
     ops: dict[tuple[str, str], Compared] = {}
     for ph in phases:
         d = per_call[ph]
         for op, g in rl.by_op(ph).items():
-            ops[(ph, op)] = Compared(op, best_ops[(ph, op)] / d, g.time / d, g.flops // d, g.bytes // d, g.bound)
-    overhead = {"prefill": counted_pre / best_prefill, "decode": counted_step / best_step}
+            t = Timing(tuple(op_runs[(ph, op)])).scaled(d)
+            ops[(ph, op)] = Compared(op, t.median, g.time / d, g.flops // d, g.bytes // d, g.bound, t)
+    overhead = {"prefill": float(np.median(counted_pre)) / prefill_t.median,
+                "decode": float(np.median(counted_step)) / step_t.median}
     return Measurement(m.cfg.name, B, T, n, hw, key, phases, ops, overhead)
 
 
 @dataclass(frozen=True)
 class MeasuredPoint:
-    """One batch size of a decode sweep on this machine: measured and predicted mean step time."""
+    """One batch size of a decode sweep on this machine: measured (median, spread in .timing) and predicted mean
+    step time."""
     batch: int
     measured: float
     predicted: float
     intensity: float
     bound: str
+    timing: Timing | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -234,14 +251,16 @@ class MeasuredPoint:
         return self.measured / self.predicted
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "tokens_per_s": self.tokens_per_s,
+        return {**asdict(self), "timing": self.timing.to_dict() if self.timing else None,
+                "tokens_per_s": self.tokens_per_s,
                 "predicted_tokens_per_s": self.predicted_tokens_per_s, "factor": self.factor}
 
 
 def measure_decode_sweep(model: Any = "small-gpt2", hardware: "str | Hardware | None" = None,
                          batches: Iterable[int] = (1, 4, 16, 64), prompt: int = 16, steps: int = 8,
-                         repeats: int = 3, seed: int = 0) -> list[MeasuredPoint]:
-    """Decode step time on this CPU for each batch size (best of `repeats` mean steps, after a warm-up),
+                         repeats: int = 5, seed: int = 0) -> list[MeasuredPoint]:
+    """Decode step time on this CPU for each batch size (the median of `repeats` runs' mean step, after a
+    warm-up; `sweep_warning(points)` says when they were too noisy to conclude from),
     next to the roofline of the measured machine, from the counted ops of each batch's own run.
 
     Threads: as for `measure_inference`, BLAS's thread count is left as it is; pin it to one thread
@@ -259,9 +278,14 @@ def measure_decode_sweep(model: Any = "small-gpt2", hardware: "str | Hardware | 
         cache = KVCache(m.cfg, B, prompt + n, m.dtype)
         _run_phases(m, tokens, cache, min(n, 2))
         reps = checks.integer("repeats", repeats)
-        best = min(float(np.mean(_run_phases(m, tokens, cache, n)[1])) for _ in range(reps))
+        t = Timing(tuple(float(np.mean(_run_phases(m, tokens, cache, n)[1])) for _ in range(reps)))
         with count() as c:
             _run_phases(m, tokens, cache, n)
         g = analyze(c.filter(phase="decode"), hw, key).total()
-        points.append(MeasuredPoint(B, best, g.time / n, g.intensity, g.bound))
+        points.append(MeasuredPoint(B, t.median, g.time / n, g.intensity, g.bound, t))
     return points
+
+
+def sweep_warning(points: Iterable[MeasuredPoint]) -> str | None:
+    """A sentence when any batch's timings were too noisy to conclude from, else None."""
+    return noise_warning([p.timing for p in points if p.timing], "this sweep")
