@@ -19,7 +19,7 @@
 from minitx import Config, Transformer, formulas
 
 # %% [markdown]
-# ## 1. A small model, allocated and counted
+# ## 1. A small model, allocated and counted (slide 8)
 #
 # `small-gpt2` has GPT-2's shape with small sizes: L = 4 layers, d = 128, V = 256. Every parameter lives in
 # one flat buffer (`model.flat`); `model.table` names each tensor and says which part it belongs to.
@@ -55,7 +55,7 @@ print(f"V·d + n_ctx·d + L·(12d² + 13d) + 2d = {by_hand:,}  (allocated: {mode
 assert by_hand == model.num_params()
 
 # %% [markdown]
-# ## 2. The GPT-2 family
+# ## 2. The GPT-2 family (slide 8)
 #
 # The same formula for the four published GPT-2 sizes (V = 50,257, n_ctx = 1024). These are the counts
 # PyTorch reports for the Hugging Face checkpoints; the GPT-2 paper's table rounds them differently
@@ -78,7 +78,7 @@ for name, pub in published.items():
 # For GPT-2 the rule of thumb is good: 12·L·d² + V·d misses only the biases, the norms and the position
 # table. Note how large the embedding is for GPT-2 small: almost a third of the model.
 #
-# ## 3. Real Llama, Mistral and Gemma configs
+# ## 3. Real Llama, Mistral and Gemma configs (slide 8)
 #
 # These models differ from GPT-2 in ways that change the count:
 #
@@ -142,7 +142,7 @@ print(f"mini-gemma: allocated {m.num_params():,}, formula {formulas.num_params(m
 assert m.num_params() == formulas.num_params(mini_gemma)
 
 # %% [markdown]
-# ## 4. Why "Gemma 2B" is closer to 3B
+# ## 4. Why "Gemma 2B" is closer to 3B (slide 5)
 #
 # The talk's hook. The name "2B" is the **non-embedding** count: the Gemma report lists 1,981,884,416
 # non-embedding parameters. But Gemma's vocabulary has 256,000 tokens, so its embedding table alone is
@@ -165,7 +165,7 @@ assert gemma_non_embedding == 1_981_884_416 and gemma_total == 2_506_172_416
 # matrix (what the LM head costs in compute), Gemma 2B is a 3.03B model. A big vocabulary is cheap to
 # look up but expensive to store and to multiply by at the output.
 #
-# ## 5. When 12·L·d² misleads
+# ## 5. When 12·L·d² misleads (slide 8)
 #
 # 12·L·d² assumes d² for each of q, k, v and o (4·d²) and an ungated MLP of 4·d (8·d²) per layer. Compare it
 # with the exact count of what is in the layers (attention + MLP + norms; no embeddings, no LM head), and

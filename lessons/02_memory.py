@@ -14,10 +14,10 @@
 # %%
 import numpy as np
 
-from minitx import AdamW, Config, Transformer, formulas, memory
+from minitx import AdamW, Config, Transformer, formulas, hardware, memory, plots
 
 # %% [markdown]
-# ## 1. Weights, gradients and Adam's state
+# ## 1. Weights, gradients and Adam's state (slide 7)
 #
 # `small-llama`: 4 layers, d = 128, grouped-query attention, float32. One training step on B = 4 sequences
 # of T = 64 tokens allocates the gradient buffer; AdamW allocates its moments m and v.
@@ -49,7 +49,7 @@ print(f"Adam's state / weights = {adam_copies:.0f}")
 # single activation is stored. (The talk, after Rush, counts three: weights + two Adam copies, with no
 # separate gradient buffer.)
 #
-# ## 2. What training keeps for the backward
+# ## 2. What training keeps for the backward (slide 7)
 #
 # `memory.measure_saved_activations` runs the training forward exactly as `loss_and_grads` does and adds up
 # the distinct arrays its caches hold for the backward: each layer's inputs to its matmuls, the norms'
@@ -75,7 +75,7 @@ for name, n in parts.items():
 print(f"saved activations / weights = {saved / model.flat.nbytes:.2f}")
 
 # %% [markdown]
-# ## 3. What inference needs
+# ## 3. What inference needs (slide 7)
 #
 # An inference forward keeps nothing for a backward. `memory.measure_inference_peak` runs `model.forward`
 # under `tracemalloc` and reports the high-water mark of the arrays allocated during the call. The largest
@@ -115,7 +115,7 @@ for L in (2, 4, 8):
 # Four times the layers: about 3.7 times the saved activations (the logits do not grow with depth), and the
 # same inference peak to within a few hundred bytes.
 #
-# ## 4. The totals
+# ## 4. The totals (slides 5, 7)
 #
 # Training holds weights + gradients + Adam + saved activations at the start of the backward; inference
 # holds the weights and the forward's peak.
@@ -129,7 +129,19 @@ print(f"training / inference = {train_total / infer_total:.1f}")
 assert train_total == formulas.training_memory(cfg, B, T, dtype)["total"]
 
 # %% [markdown]
-# ## 5. Scaled up: a 7B model
+# As a picture (drawn here in a notebook; run as a script, the lesson saves a PNG and prints where). Every bar
+# is made of the buffers the code allocated:
+
+# %%
+small_memory = {"training": {"weights": model.flat.nbytes, "gradients": model.grad_flat.nbytes,
+                             "Adam m + v": opt.m.nbytes + opt.v.nbytes, "saved activations": saved},
+                "inference": {"weights": model.flat.nbytes, "activations (forward peak)": peak}}
+print(plots.draw("02_memory_small_llama", plots.memory_chart,
+                 {f"{cfg.name}, B={B}, T={T}, float32: allocated and measured": small_memory},
+                 title="training keeps weights, gradients, Adam's m and v, and every saved activation"))
+
+# %% [markdown]
+# ## 5. Scaled up: a 7B model (slides 5, 7)
 #
 # The same formulas for Llama-2-7B (6.74B parameters), without allocating anything. First the weights
 # alone, by precision: the "a 7B model takes 14 GB" rule is 2 bytes per parameter. Each figure is counted too,
@@ -149,6 +161,15 @@ for dt in ("float32", "bfloat16", "int8", "int4"):
     formula = formulas.param_bytes(big, shaped_model.precision)
     print(f"{dt:<9} {shaped_model.weight_nbytes:>27,} {formula:>15,} {shaped_model.weight_nbytes / P7:>12.3f}")
     assert shaped_model.weight_nbytes == formula
+
+# %% [markdown]
+# Fewer bits per weight, fewer bytes: and since a decode step reads every weight once (lesson 5), a lower floor
+# on the time per token. On an H100 SXM's 3.35 TB/s:
+
+# %%
+print(plots.draw("02_weights_by_precision", plots.precision_chart, weights_by_dtype, P7,
+                 bandwidth=hardware.get("h100-sxm").bandwidth, hardware_name="an H100 SXM",
+                 title=f"{big.name}'s weights in four formats (counted by a shape-only model)"))
 
 # %% [markdown]
 # int8 is not quite 1 byte per parameter, nor int4 half a byte: the scales add 2 bytes per 128 weights, and the
@@ -196,6 +217,17 @@ train7 = recipes["mixed precision, 16 B/param"] + saved7
 infer7 = w16 + sizes7[largest7] + kv7
 print(f"training total (mixed precision) {train7 / 1e9:7.1f} GB vs inference total (bf16) {infer7 / 1e9:6.1f} GB: "
       f"{train7 / infer7:.1f}x")
+
+# %%
+w16_pair = 2 * w16            # bf16 weights and bf16 gradients
+big_memory = {
+    "training (mixed precision)": {"weights": w16, "gradients": w16,
+                                   "fp32 master copy + Adam m, v": recipes["mixed precision, 16 B/param"] - w16_pair,
+                                   "saved activations": saved7},
+    "inference (bf16)": {"weights": w16, "largest activation": sizes7[largest7], "KV cache": kv7}}
+print(plots.draw("02_memory_llama_2_7b", plots.memory_chart,
+                 {f"{big.name}, one sequence of {T7} tokens (closed forms)": big_memory},
+                 title="a 7B model: what training holds against what serving holds"))
 
 # %% [markdown]
 # A 7B model that serves from one 24 GB card needs several 80 GB cards to train. Without FlashAttention

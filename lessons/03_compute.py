@@ -26,7 +26,7 @@ end = doc.find("What attention counts")
 print(doc[start:end].strip() if 0 <= start < end else doc.strip().splitlines()[0])
 
 # %% [markdown]
-# ## 1. One matmul
+# ## 1. One matmul (slide 6)
 #
 # `small-llama` (4 layers, d = 128, no biases) on B = 4 sequences of T = 64 tokens. The MLP's up projection
 # of layer 0 is an (N, K) @ (K, M) matmul with N = B·T rows, K = d, M = 2·d_ff (the gated MLP computes gate
@@ -52,7 +52,7 @@ print(f"  FLOPs counted {up.flops:>12,}   2·N·K·M = {2 * N * K * M:>12,}")
 assert up.macs == N * K * M and up.flops == 2 * N * K * M
 
 # %% [markdown]
-# ## 2. Forward ≈ 2 FLOPs per parameter per token
+# ## 2. Forward ≈ 2 FLOPs per parameter per token (slide 6)
 #
 # Summed over the whole forward, by kind of op:
 
@@ -88,7 +88,7 @@ assert matmul == 2 * formulas.matmul_params(cfg) * tokens_n
 assert attention == formulas.attention_flops_palm(cfg, T) * tokens_n
 
 # %% [markdown]
-# ## 3. Backward = dX + dW = 2 × forward
+# ## 3. Backward = dX + dW = 2 × forward (slide 6)
 #
 # Now a training step. For every linear layer the backward runs two matmuls the size of the forward one:
 # dX = dY·Wᵀ and dW = Xᵀ·dY. The attention matmuls do the same (dq and dk from the scores, dp and dv from
@@ -114,7 +114,7 @@ print(f"\nwhole step: forward {fwd_train:,} FLOPs, backward {bwd_train:,} FLOPs:
 # backward has its own per-element cost, and the loss (in the training forward only) has its own. They
 # are a few percent of the FLOPs, so the ratio lands near 2 anyway.
 #
-# ## 4. Training ≈ 3 × inference ≈ 6·P·tokens
+# ## 4. Training ≈ 3 × inference ≈ 6·P·tokens (slide 6)
 
 # %%
 train_fb = fwd_train + bwd_train
@@ -134,7 +134,7 @@ adamw = step.filter(phase="optimizer").flops
 print(f"AdamW: {adamw:,} FLOPs = {adamw / train_fb:.2%} of this step's forward + backward")
 
 # %% [markdown]
-# ## 5. The attention term, and when it matters
+# ## 5. The attention term, and when it matters (slide 9)
 #
 # Per token, the scores and the mix cost 4·L·T·(NH·HS) FLOPs in the forward (2·T·HS per head for each),
 # against 2·P for the weights. For a GPT-2 shape (NH·HS = d, P ≈ 12·L·d²) the ratio is 4·L·T·d / (24·L·d²)
@@ -163,7 +163,7 @@ for name, T_ in (("gpt2", 1024), ("llama-2-7b", 4096), ("llama-3-8b", 8192), ("g
 # gated MLP (Gemma-2B: 66.7% against the exact 24.1%). (During decoding, lesson 4, each step's
 # attention also reads the whole cache: that costs memory traffic more than FLOPs.)
 #
-# ## 6. FLOPs or MACs?
+# ## 6. FLOPs or MACs? (slide 6)
 #
 # Rush's slides count multiply-adds; fvcore and ptflops count MACs too; everyone else counts 2 FLOPs per
 # multiply-add. A counter that matches Rush reads exactly half:
@@ -174,7 +174,7 @@ print(f"linear layers of the forward: {mm.macs:,} MACs = {mm.flops:,} FLOPs / 2"
 assert 2 * mm.macs == mm.flops
 
 # %% [markdown]
-# ## 7. Why published formulas disagree
+# ## 7. Why published formulas disagree (slide 6)
 #
 # Take GPT-2 small at T = 1024 and ask for the training FLOPs per token, as an MFU calculation would:
 #
@@ -211,3 +211,34 @@ print(f"the LM head alone is {head:.1%} of GPT-2 small's forward FLOPs at T = {T
 # 40% lower, because at GPT-2 small's size the vocabulary matmul (27% of the forward) and attention are not
 # small. An MFU quoted from one formula is 6.5% higher than the same run quoted from the other: always ask
 # which N and which attention term.
+
+# %% [markdown]
+# ## 8. Training sees the whole sequence; generation sees one token at a time (slide 9)
+#
+# In training every token of the sequence is known in advance, so one forward pass over T tokens predicts all T
+# next tokens at once: the LM head runs once, on B·T rows. Generating the same T tokens takes T passes, one
+# after another, because token t + 1 needs token t (slide 10). Counted: the forward below, and the same T
+# tokens produced step by step (a prefill of the first token, then T − 1 cached decode steps, teacher-forced so
+# both see the same ids). The linear layers do exactly the same work either way, each token meeting each weight
+# once; what differs is that the parallel pass does it as matrix-matrix products, in one go.
+
+# %%
+from minitx import KVCache
+
+T9, B9 = 16, 2
+ids9 = np.random.default_rng(9).integers(0, cfg.vocab_size, (B9, T9))
+with count() as one_pass:
+    model.forward(ids9)
+cache9 = KVCache(cfg, batch=B9, max_len=T9)
+with count() as step_by_step:
+    model.prefill(ids9[:, :1], cache9)
+    for t in range(1, T9):
+        model.decode(ids9[:, t], cache9)
+passes = sum(1 for r in step_by_step if r.name == "lm_head")
+predicted_rows = one_pass.filter("lm_head").macs // (cfg.d_model * cfg.vocab_size)
+linear_parallel = one_pass.filter(op="matmul").flops
+linear_serial = step_by_step.filter(op="matmul").flops
+print(f"one forward over T={T9}: {predicted_rows} next-token predictions ({B9}·{T9}) in 1 pass")
+print(f"generating T={T9} tokens: {passes} passes, one after another")
+print(f"linear-layer FLOPs: {linear_parallel:,} in one pass, {linear_serial:,} over {passes} steps")
+assert predicted_rows == B9 * T9 and passes == T9 and linear_parallel == linear_serial

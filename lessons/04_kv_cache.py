@@ -15,10 +15,10 @@
 # %%
 import numpy as np
 
-from minitx import Config, KVCache, Transformer, count, formulas, generate
+from minitx import Config, KVCache, Transformer, count, formulas, generate, plots
 
 # %% [markdown]
-# ## 1. Cached and recomputed decoding produce the same tokens
+# ## 1. Cached and recomputed decoding produce the same tokens (slides 10, 11)
 #
 # `small-llama`: 4 layers, d = 128, 4 query heads sharing 2 key/value heads (GQA), float32. Two prompts of
 # 16 tokens, 48 new tokens each, greedy.
@@ -39,7 +39,7 @@ print(f"FLOPs to generate {B} × {n_new} tokens: cached {cached_count.flops:,}, 
 assert cached == recomputed
 
 # %% [markdown]
-# ## 2. One step: O(t) with the cache, O(t²) without
+# ## 2. One step: O(t) with the cache, O(t²) without (slides 10, 11)
 #
 # With t tokens already in the cache, a cached step runs every matmul on B rows (one new token per
 # sequence) and its attention reads the t + 1 cached keys and values: the matmuls cost a constant 2 FLOPs per
@@ -84,7 +84,7 @@ for t in (16, 64, 127):
     assert read == by_hand
 
 # %% [markdown]
-# ## 3. The cache's size
+# ## 3. The cache's size (slide 11)
 #
 # K and V, for each layer and each key/value head, head_dim numbers per token: 2·L·KV·HS·S·B values. The
 # cache above holds S = 128 positions for B = 2 sequences in float32:
@@ -105,7 +105,7 @@ assert written == per_token * B
 # With multi-head attention (4 key/value heads, one per query head) the cache would be twice as large;
 # GQA shares each K/V head between 2 query heads here.
 #
-# ## 4. Real models: GQA and MQA shrink the cache
+# ## 4. Real models: GQA and MQA shrink the cache (slides 11, 12)
 #
 # Per token, in 16-bit (2 bytes per value):
 
@@ -124,7 +124,7 @@ assert (kv16["llama-2-7b"], kv16["llama-3-8b"], kv16["gemma-2b"]) == (524_288, 1
 # same layers and head sizes but 8 key/value heads for 32 query heads: a quarter of that. Gemma-2B's single
 # key/value head (MQA) takes 18 KiB per token.
 #
-# ## 5. The calculators that assumed multi-head attention
+# ## 5. The calculators that assumed multi-head attention (slide 11)
 #
 # kipply's post, NVIDIA's and Baseten's articles give the cache as 2 · 2 · L · d_model bytes per token in
 # 16-bit, which is right only when KV · HS = d_model (multi-head attention, head_dim = d / heads). The
@@ -151,7 +151,7 @@ for name, exact in kv16.items():
 # 256 are 4096 wide against d_model = 3072 (assuming head_dim = d / heads is its own bug). Dropping the
 # factor 2 halves everything.
 #
-# ## 6. What fits
+# ## 6. What fits (slides 12, 13)
 #
 # After the weights, the rest of a GPU's memory holds the cache. How many tokens (summed over the batch)
 # fit next to the bf16 weights on a 24 GB card and on an 80 GB one:
@@ -172,7 +172,7 @@ for name in ("llama-2-7b", "llama-3-8b", "mistral-7b", "gemma-2b"):
 # the batch is what makes decoding efficient (lesson 5). `minitx kv MODEL --dtype bf16 --batch B --seq T`
 # prints these numbers for any preset or `config.json`.
 #
-# ## 7. Two ways to keep less: a sliding window, a smaller format
+# ## 7. Two ways to keep less: a sliding window, a smaller format (slides 11, 12)
 #
 # Mistral-7B (v0.1) attends to the last W = 4096 positions only. A query never looks further back, so the cache
 # can keep a rolling window: position p lives in column p mod X, overwriting a key no query will read again (X
@@ -202,3 +202,22 @@ assert window_caches["full, bf16"] == 131_072 * 32_768 and window_caches["rollin
 # what the cache holds, so the window also caps the bytes each step reads. `minitx kv mistral-7b --seq 32768`
 # (and `--kv-dtype int8`) prints both caches; its rolling one leaves room for a whole prompt chunk of W tokens
 # per call (2W − 1 positions), where this one, written a token at a time (chunk=1), keeps exactly W.
+#
+# The whole section in one picture: the cache of one sequence in bf16 against its context, each model up to its
+# own context length. Every point is the size of a cache allocated by shape. The slope is the bytes per token
+# (GQA and MQA make it shallower); the rolling window makes Mistral's line flat from W on. Llama-3-8B and
+# Mistral-7B keep the same 131,072 bytes per token, so their lines coincide up to 4k.
+
+# %%
+growth = {}
+for name, label in (("llama-2-7b", "llama-2-7b (MHA: 32 KV heads of 32)"),
+                    ("llama-3-8b", "llama-3-8b (GQA: 8 KV heads of 32)"),
+                    ("gemma-2b", "gemma-2b (MQA: 1 KV head of 8, head_dim 256)"),
+                    ("mistral-7b", f"mistral-7b (GQA), rolling window W = {mistral.sliding_window}")):
+    c = Config.preset(name)
+    contexts = list(range(512, c.n_ctx + 1, 512))
+    rolling = c.sliding_window is not None
+    growth[label] = (contexts, [KVCache(c, 1, n, "bfloat16", rolling=rolling, chunk=1 if rolling else None,
+                                        shape_only=True).nbytes for n in contexts])
+print(plots.draw("04_kv_cache_growth", plots.kv_cache_chart, growth,
+                 title="KV cache of one sequence in bf16, allocated by shape"))

@@ -19,10 +19,10 @@
 # %%
 import numpy as np
 
-from minitx import Config, KVCache, Transformer, count, formulas, hardware, measured, roofline, serving
+from minitx import Config, KVCache, Transformer, count, formulas, hardware, measured, plots, roofline, serving
 
 # %% [markdown]
-# ## 1. The same matmul, two shapes
+# ## 1. The same matmul, two shapes (slide 14)
 #
 # The `reference` configuration is a 4-layer model with d_model = 256 that runs on a laptop. We prefill a
 # prompt of T = 64 tokens and take one decode step, and count both.
@@ -75,7 +75,7 @@ for ph in ("prefill", "decode"):
     print(f"{ph:<8} {t.flops / 1e6:9.2f} MFLOP  {t.bytes / 1e6:7.2f} MB moved  intensity {t.intensity:6.2f} FLOP/B")
 
 # %% [markdown]
-# ## 2. The hardware: where is the ridge?
+# ## 2. The hardware: where is the ridge? (slides 13, 14)
 #
 # A chip is two numbers for the roofline: dense peak FLOP/s and memory bandwidth. Their ratio is the
 # intensity an op needs to keep the arithmetic units busy. An H100 SXM needs about 295 FLOP per byte in bf16.
@@ -90,7 +90,7 @@ print(f"this CPU: {cpu.peak('fp32') / 1e9:.1f} GFLOP/s fp32, {cpu.bandwidth / 1e
       f"ridge {cpu.ridge('fp32'):.1f} FLOP/B   ({cpu.notes.split(';')[0]})")
 
 # %% [markdown]
-# ## 3. Predicted against measured, here
+# ## 3. Predicted against measured, here (slides 14, 17)
 #
 # `roofline.analyze` places every counted op on this machine's roofline. `measured.measure_inference`
 # does the whole experiment. It times the prefill and the decode steps of the real model: a warm-up, then
@@ -110,6 +110,7 @@ print(f"prefill:     roofline {prefill.predicted * 1e3:.3f} ms, measured {prefil
       f"-> factor {prefill.factor:.2f} ({prefill.timing})")
 if here.warning:
     print("WARNING: " + here.warning)
+print(plots.draw("05_measured_vs_roofline_cpu", plots.predicted_vs_measured_chart, here))
 
 # %% [markdown]
 # The roofline is a floor. Measured time can miss it by a wide factor for reasons the model leaves out:
@@ -131,7 +132,7 @@ if here.warning:
 # than the tiny ops do. That is why real inference engines fuse the small ops into fewer kernels.
 
 # %% [markdown]
-# ## 4. The same arithmetic for real models
+# ## 4. The same arithmetic for real models (slide 14)
 #
 # Real models never need to run here: `formulas` gives every op's FLOPs and bytes from the config, and the
 # roofline turns them into time. Two classic back-of-the-envelope forms come first.
@@ -176,6 +177,16 @@ print()
 print(dec.table("op"))
 
 # %% [markdown]
+# The same two tables as one picture: each op kind of each phase placed under the H100's roof. A point's x is its
+# intensity, its y the FLOP/s the roofline lets it reach; left of the ridge (the dotted line) an op waits on
+# memory, right of it on the arithmetic units.
+
+# %%
+print(plots.draw("05_roofline_llama_3_8b_h100", plots.roofline_chart,
+                 {"prefill, 1,000 tokens": pre, "decode step, 1,000 cached": dec},
+                 title=f"{c.name} on the H100 SXM, bf16: prefill vs decode, op kind by op kind"))
+
+# %% [markdown]
 # Read the two tables side by side:
 #
 # * In **prefill** the matmuls sit far above the ridge (intensity ~700) and are compute-bound. The total
@@ -193,7 +204,7 @@ floor = serving.decode_floor(c, h100, "bf16", embedding="gather")
 print(f"decode floor (embedding gathered): {floor.time * 1e3:.3f} ms")
 
 # %% [markdown]
-# ## 5. Fused attention: the same arithmetic, without the score matrix
+# ## 5. Fused attention: the same arithmetic, without the score matrix (slides 13, 14)
 #
 # Every op above is a trip to memory, and in an unfused prefill attention takes three: QKᵀ writes a
 # (B, NH, T, T) score matrix, the softmax reads and rewrites it, A·V reads it again. A fused kernel

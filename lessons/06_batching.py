@@ -15,13 +15,13 @@
 # Units: ms = 1e-3 s; GB = 1e9 bytes; tokens/s summed over the batch unless it says "per user".
 
 # %%
-from minitx import Config, formulas, hardware, measured, roofline, serving
+from minitx import Config, formulas, hardware, measured, plots, roofline, serving
 
 cfg = Config.preset("llama-3-8b")
 h100 = hardware.get("h100-sxm")
 
 # %% [markdown]
-# ## 1. Intensity grows with the batch
+# ## 1. Intensity grows with the batch (slide 15)
 #
 # One decode step of Llama-3-8B in bf16, with a short context (the KV cache is empty: t = 0), for growing B.
 # Every weight matrix is an (B, K) @ (K, M) matmul. Its intensity is 2·B·K·M / (2·(K·M + B·K + B·M)), which
@@ -29,17 +29,29 @@ h100 = hardware.get("h100-sxm")
 
 # %%
 print(f"{'B':>5} {'matmul FLOP/B':>14} {'≈ B':>6} {'step ms':>9} {'tokens/s':>10} {'matmuls':>9}")
+decode_steps = {}
 for B in (1, 8, 32, 64, 128, 256, 512, 1024):
     step = serving.decode_roofline(cfg, h100, "bf16", batch=B, context=0)
+    decode_steps[B] = step
     mm = step.by_op()["matmul"]
     print(f"{B:>5} {mm.intensity:>14.1f} {B:>6} {step.time * 1e3:>9.3f} {B / step.time:>10,.0f} {mm.bound:>9}")
+
+# %% [markdown]
+# On the roofline, the batch walks the matmuls up the slope (each B a marker, each op kind a colour): from
+# 1 FLOP per byte at B = 1 to the roof past the ridge. The norms and activations stay where they were: their
+# bytes grow with B as fast as their FLOPs.
+
+# %%
+print(plots.draw("06_decode_batches_on_the_roofline", plots.roofline_chart,
+                 {f"decode B={B}": decode_steps[B] for B in (1, 8, 64, 256, 1024)},
+                 title=f"{cfg.name} decode steps on the H100 SXM, bf16, as the batch grows"))
 
 # %% [markdown]
 # From B = 1 to B = 64 the step time barely moves (the weights are read once either way), so tokens/s grow
 # almost 64×. Past a few hundred sequences, the matmuls are compute-bound: doubling B then doubles the
 # step time too, and throughput stops growing.
 #
-# ## 2. The critical batch is the ridge point
+# ## 2. The critical batch is the ridge point (slides 15, 16)
 #
 # With weights only, the intensity of a decode step is 2·B / b FLOP per byte, b the bytes stored per weight. It
 # reaches the ridge peak / bandwidth at **B* = ridge · b / 2**, which is the ridge itself in bf16 (b = 2).
@@ -62,7 +74,7 @@ crit = serving.critical_batch(cfg, h100, "bf16")
 # it back near 300; minitx does not model that.) On the L4, whose ridge is ~400, a batch must be larger still
 # before decoding uses the arithmetic units.
 #
-# ## 3. The KV cache: bytes and memory
+# ## 3. The KV cache: bytes and memory (slide 16)
 #
 # Each sequence also reads its own KV cache every step: 131,072 bytes per token for Llama-3-8B (GQA: 8 KV
 # heads of 128, 32 layers, K and V, 2 bytes). At long context and large batch, those reads rival the weights:
@@ -90,7 +102,7 @@ for S in (2048, 8192):
 print(f"critical batch {crit.from_ops}: at 8k context the memory runs out first")
 
 # %% [markdown]
-# ## 4. Latency: what each user waits
+# ## 4. Latency: what each user waits (slide 15)
 #
 # A batch of B requests, each with a 1,000-token prompt and 200 new tokens:
 #
@@ -102,6 +114,8 @@ print(f"critical batch {crit.from_ops}: at 8k context the memory runs out first"
 # %%
 points = serving.sweep(cfg, h100, "bf16", batches=[1, 8, 32, 64, 128, 256], prompt=1000, gen=200)
 print(serving.sweep_table(points))
+print(plots.draw("06_batch_sweep_h100", plots.batch_sweep_chart, points,
+                 title=f"{cfg.name} on the H100 SXM, bf16: prompts of 1,000 tokens, 200 new tokens each"))
 
 # %% [markdown]
 # Throughput rises about 70× from B = 1 to B = 256. Each user's speed (tokens/s per user) falls about 4×,
@@ -109,7 +123,7 @@ print(serving.sweep_table(points))
 # the worst of it with continuous batching: they slip new prompts into running batches instead of
 # prefilling a whole batch at once.
 #
-# ## 5. The same sweep, measured on this CPU
+# ## 5. The same sweep, measured on this CPU (slides 15, 17)
 #
 # Now a small model for real. The roofline comes from the measured machine (float32: 4 bytes per parameter,
 # intensity ≈ B/2, so the critical batch is 2 × the ridge).
@@ -130,6 +144,8 @@ print("(measured: the median of 5 runs of 8 steps after a warm-up; spread: the m
 if measured.sweep_warning(sweep):
     print("WARNING: " + measured.sweep_warning(sweep))
 cpu_crit = serving.critical_batch(small, cpu, "fp32")
+print(plots.draw("06_batch_sweep_this_cpu", plots.batch_sweep_chart, sweep,
+                 title=f"{small.name} on this CPU, float32: measured (solid) against the roofline (dashed)"))
 print(f"critical batch here: ridge · 4 / 2 = {cpu_crit.analytic:.1f}; from the ops {cpu_crit.from_ops}")
 
 # %% [markdown]

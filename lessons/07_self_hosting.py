@@ -26,7 +26,7 @@ API = cost.ApiPrice(input_per_million=cost.EXAMPLE_PRICES["api_price_per_million
 print(f"GPU ${GPU_PER_HOUR:.2f}/h; API ${API.input_per_million:.2f}/M in, ${API.output_per_million:.2f}/M out")
 
 # %% [markdown]
-# ## 1. From step time to dollars
+# ## 1. From step time to dollars (slide 17)
 #
 # Decode throughput is B tokens per step. With the classic step model of lesson 6, at 2,048 tokens of
 # context, a step takes B · KV/BW + max(weights/BW, 2·B·P/peak), and a million tokens cost:
@@ -45,7 +45,7 @@ print(f"B=256 would need {need / 1e9:.1f} GB (weights + KV cache) of the H100's 
 # At batch 1, a token costs about $3.40 per million, more than the API's output price. At batch 64 it costs
 # 11 cents. The hourly price did not change; the same weight reads now serve 64 users.
 #
-# ## 2. Input tokens are cheap to self-host, output tokens are not
+# ## 2. Input tokens are cheap to self-host, output tokens are not (slides 4, 17)
 #
 # Prefill pushes all of a prompt's tokens through each weight read: compute-bound, tens of thousands of
 # tokens per second. Decode makes one token per sequence per step: memory-bound. Attribute GPU time to
@@ -66,7 +66,7 @@ print(f"self-hosted output/input price ratio {usd_out / usd_in:.1f}x; the API's 
 # A self-hosted output token costs about 10× an input token. The API's output/input ratio is only 3×. So
 # the more a workload leans on input, the better self-hosting compares.
 #
-# ## 3. Workloads: prompt-heavy or not, batch or interactive
+# ## 3. Workloads: prompt-heavy or not, batch or interactive (slides 4, 17)
 #
 # Three request shapes, in two serving modes:
 #
@@ -98,7 +98,7 @@ for wname, (prompt, gen) in WORKLOADS.items():
 # than the hours it is paid for, so it never breaks even at these prices. Halve the API prices and the
 # middle cases flip first.
 #
-# ## 4. Utilization divides everything
+# ## 4. Utilization divides everything (slide 17)
 #
 # The same chat workload, async batch mode, as the GPU's busy fraction falls:
 
@@ -112,7 +112,7 @@ for busy in (1.0, 0.5, 0.1, 0.02):
           f"${c.api_blended_per_million:.3f} API -> {c.verdict}")
 
 # %% [markdown]
-# ## 5. This machine, measured
+# ## 5. This machine, measured (slide 17)
 #
 # The same formula applies to the CPU this lesson runs on, with *measured* tokens per second. Take the small
 # model at batch 8, measured and predicted by the measured machine's roofline, and price the CPU at an

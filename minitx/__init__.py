@@ -4,6 +4,9 @@ The public API (what the lessons and the command line use):
 
     Config, Transformer, AdamW          the model: configuration, forward/backward, optimizer
     KVCache, generate                   KV-cached inference: prefill, decode, sampling
+    quantize                            int8 / int4 weights with float16 group scales (16-bit: Transformer(dtype=))
+    save_model, load_model, data        minitx's own checkpoints (any precision); the byte-level training text
+    Engine, PagedKVCache                serving many requests: batching, a paged KV cache
     count                               `with minitx.count() as c:` collects what every op did
     load_hf, export_hf, hf_config       the Hugging Face layouts of GPT-2, Llama, Mistral, Gemma
     formulas, conventions               the closed forms, and the counting conventions they share with the ops
@@ -35,7 +38,11 @@ _NAMES = {
     "memory": ("accounting.memory", None), "hardware": ("serving.hardware", None),
     "roofline": ("serving.roofline", None), "serving": ("serving", None), "cost": ("serving.cost", None),
     "measured": ("measure.inference", None), "plots": ("teaching.plots", None),
+    "Engine": ("serving.engine", "Engine"), "PagedKVCache": ("core.paged_cache", "PagedKVCache"),
     "timed": ("measure.timing", "timed"),
+    "quantize": ("core.quantize_model", "quantize"),
+    "save_model": ("io.checkpoint", "save_model"), "load_model": ("io.checkpoint", "load_model"),
+    "data": ("io.data", None),
 }
 __all__ = list(_NAMES)
 

@@ -4,7 +4,7 @@
     dtypes.bits("int4")            -> 4               bits per value
     dtypes.nbytes("int4", 7)       -> 4               bytes of 7 packed values: ceil(7 · 4 / 8)
     dtypes.short("bfloat16")       -> "bf16"          the name datasheets (and `minitx.hardware`) use
-    dtypes.numpy_dtype("float32")  -> np.dtype        for the formats a minitx model runs in
+    dtypes.numpy_dtype("bf16")     -> np.dtype        for the formats a minitx model runs in (RUNNABLE)
 
 Sizes are bits per value, not bytes, because int4 is half a byte: a row of n int4 values packs two per byte
 and takes ceil(n / 2) bytes; every other format is a whole number of bytes per value. Compute-only formats
@@ -27,8 +27,10 @@ FORMATS: dict[str, tuple[int, str]] = {
     "int8": (8, "int8"),
     "int4": (4, "int4"),
 }
-# What a minitx model, its gradients and its KV cache can be allocated in today.
-RUNNABLE = ("float32", "float64")
+# What a minitx model and its KV cache run in, for real (16-bit: inference only, float32 arithmetic), and what
+# it trains in (its gradients and Adam's moments share the parameters' format).
+RUNNABLE = ("float32", "float64", "bfloat16", "float16")
+TRAINABLE = ("float32", "float64")
 
 _ALIASES = {alias: canonical for canonical, (_, short) in FORMATS.items() for alias in (canonical, short)}
 _ALIASES.update({"f64": "float64", "double": "float64", "f32": "float32", "single": "float32",
@@ -97,7 +99,7 @@ def numpy_dtype(dtype, arg: str = "dtype") -> np.dtype:
         canonical = None
     if canonical not in RUNNABLE:
         raise ValueError(f"{arg}={dtype!r} is not supported; choose one of {', '.join(RUNNABLE)}")
-    return np.dtype(canonical)
+    return storage(canonical)
 
 
 # ---- how a model stores its numbers ------------------------------------------------------------------------------

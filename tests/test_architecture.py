@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minitx"
-RUNS_OR_COUNTS = ("core.model", "core.ops", "core.params", "core.optim", "core.kv_cache", "core.generate",
-                  "accounting.counting", "accounting.memory", "measure.inference")
+RUNS_OR_COUNTS = ("core.model", "core.ops", "core.params", "core.optim", "core.kv_cache", "core.paged_cache",
+                  "core.generate", "accounting.counting", "accounting.memory", "measure.inference")
 
 
 def _module(path: Path) -> str:

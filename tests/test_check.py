@@ -51,6 +51,15 @@ def test_every_approximation_is_within_its_tolerance(claims):
         assert 0 < c["tolerance"] <= 0.10
 
 
+def test_every_row_names_the_slide_of_the_talk_it_demonstrates(claims):
+    """`minitx check --json`: each claim carries a non-empty `slide` (docs/notation.md, "The talk", sums them up)."""
+    missing = [(c["section"], c["model"], c["claim"]) for c in claims if not str(c.get("slide") or "").strip()]
+    assert claims and not missing, missing[:5]
+    for c in claims:                                  # "6", "5, 14": slide numbers of the 18-slide talk
+        numbers = [int(n) for n in c["slide"].replace(",", " ").split()]
+        assert numbers and all(1 <= n <= 18 for n in numbers), (c["claim"], c["slide"])
+
+
 def test_both_families_and_every_section_are_checked(claims):
     assert {c["model"] for c in claims} >= {"small-gpt2", "small-llama", "gemma-2b"}
     assert {c["section"] for c in claims} == set(check.SECTIONS)
@@ -186,6 +195,6 @@ def test_real_run_rows_read_as_the_review_asked(claims):
         for c in _find(claims, model, ["recompute", "cached"]):
             assert "≈ t + 1" in c["claim"]
         sixteen = _find(claims, model, ["16-bit", "FLOP per weight byte"])[0]
-        assert sixteen["kind"] == "approx" and sixteen["source"] == "counted by shape" and sixteen["ok"]
+        assert sixteen["kind"] == "approx" and sixteen["source"] == "counted (bf16)" and sixteen["ok"]
     llama = _find(claims, "small-llama", ["vocabulary tables"])[0]
     assert "untied head" in llama["claim"] and llama["formula"].startswith("2·V·C / P")

@@ -488,10 +488,10 @@ def test_guards_reject_what_the_kernel_would_misread():
         f(q, k_pool, v_pool, table, short, 2, 0.5, None, "x")                   # a row no block writes
     with pytest.raises(ValueError, match="flat"):
         f(q[:-1], k_pool, v_pool, table, batch, 2, 0.5, None, "x")
-    with pytest.raises(ValueError, match="float32/float64"):
-        f(q.astype(np.float16), k_pool, v_pool, table, batch, 2, 0.5, None, "x")
-    with pytest.raises(ValueError, match="float32/float64"):
-        f(q, k_pool.astype(np.float16), v_pool.astype(np.float16), table, batch, 2, 0.5, None, "x")
+    with pytest.raises(ValueError, match="float32/bfloat16"):
+        f(q.astype(np.int32), k_pool, v_pool, table, batch, 2, 0.5, None, "x")
+    with pytest.raises(ValueError, match="float32/bfloat16"):
+        f(q, k_pool.astype(np.int16), v_pool.astype(np.int16), table, batch, 2, 0.5, None, "x")
     with pytest.raises(ValueError, match="multiple"):
         f(np.ones(4 * 3 * 4), np.zeros((2, 2, 6, 4)), np.zeros((2, 2, 6, 4)), table, batch, 3, 0.5, None, "x")
     for w in (0, -2, 1.5, True):

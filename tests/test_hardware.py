@@ -218,3 +218,27 @@ def test_this_machine_is_measured_once_per_process(monkeypatch):
     assert hardware.get("CPU") == first
     assert len(calls) == 1
     assert first.bandwidth == 10 * GB == 0.01 * TB
+
+
+# Chip-to-chip links (tensor parallelism): the datasheets print both directions added; presets store one direction.
+# (preset, the datasheet's bidirectional figure in GB/s, the link)
+LINKS = [("h100-sxm", 900, "NVLink 4"), ("h200", 900, "NVLink 4"), ("a100-80gb", 600, "NVLink 3"),
+         ("a100-40gb", 600, "NVLink 3"), ("h100-pcie", 128, "PCIe Gen5"), ("h100-nvl", 128, "PCIe Gen5"),
+         ("a100-80gb-pcie", 64, "PCIe Gen4"), ("l4", 64, "PCIe Gen4"), ("a10", 64, "PCIe Gen4"),
+         ("rtx-4090", 64, "PCIe Gen4"), ("t4", 32, "PCIe Gen3")]
+
+
+@pytest.mark.parametrize("name, both_ways, link", LINKS)
+def test_interconnect_is_per_direction_half_the_datasheet_figure(name, both_ways, link):
+    hw = hardware.get(name)
+    assert hw.interconnect == both_ways * GB / 2
+    assert link in hw.interconnect_source and "each way" in hw.interconnect_source
+
+
+def test_a_preset_without_a_link_says_why_and_custom_hardware_can_give_one():
+    assert {name for name in hardware.presets() if hardware.get(name).interconnect is None} == {"tpu-v5e"}
+    assert "torus" in hardware.get("tpu-v5e").interconnect_source
+    mine = Hardware(**(VALID | {"interconnect": 50e9}))
+    assert mine.interconnect == 50e9 and Hardware.from_dict(mine.to_dict()) == mine
+    with pytest.raises(ValueError, match="Hardware.interconnect"):
+        Hardware(**(VALID | {"interconnect": -1.0}))

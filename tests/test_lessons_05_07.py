@@ -1,7 +1,8 @@
-"""Lessons 5–7 run to completion as plain scripts, use only the public API, and print their key numbers.
+"""Lessons 5–7 run to completion, use only the public API, and print their key numbers.
 
-Each lesson runs in a subprocess (as a learner would run it, `python lessons/0X_....py`) with a timeout. The
-check is on a number the lesson derives from formulas, not on a timing, which depends on the machine.
+Each lesson runs once as a notebook in a real kernel (tests/test_notebooks.py, with a timeout per cell), as a
+workshop opens it; the checks read what it printed. The check is on a number the lesson derives from formulas,
+not on a timing, which depends on the machine.
 
 BLAS runs single-threaded here (OPENBLAS_NUM_THREADS=1 and friends, for the lesson's whole process, so the
 machine's measured peak and the model's runs agree on it). On a shared test machine a multi-threaded BLAS call
@@ -9,10 +10,7 @@ can wait a whole scheduler slice for its second thread, which turned 20 µs matm
 lessons into minutes; one thread keeps their runtime and their measured factors steady.
 """
 import ast
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ import pytest
 import minitx
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
-TIMEOUT = 120   # seconds; each lesson takes well under a minute on a laptop
 
 # (lesson file, regular expressions its output must match)
 KEY_OUTPUT = [
@@ -47,12 +44,8 @@ KEY_OUTPUT = [
 
 
 def _run(name: str) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(LESSONS / name)], capture_output=True, text=True,
-                            timeout=TIMEOUT, env=env, cwd=LESSONS.parent)
-    assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
+    from test_notebooks import run_lesson
+    return run_lesson(name)[0]
 
 
 @pytest.mark.parametrize("name, patterns", KEY_OUTPUT, ids=[n for n, _ in KEY_OUTPUT])

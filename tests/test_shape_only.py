@@ -130,7 +130,7 @@ def test_a_70b_model_runs_by_shape_in_little_time_and_memory():
 def test_precision_errors_name_the_problem():
     cfg = Config.preset("tiny-llama")
     with pytest.raises(ValueError, match="runs shape-only"):
-        Transformer(cfg, dtype="bfloat16")
+        Transformer(cfg, dtype="bfloat16", kv_dtype="int8")
     with pytest.raises(ValueError, match="group_size=128 does not divide"):
         Transformer(cfg, weight_dtype="int4", shape_only=True)
     with pytest.raises(ValueError, match="inference-only"):

@@ -11,6 +11,7 @@ To regenerate, in a virtual environment with ``pip install torch transformers nu
     python tools/make_fixtures.py            # writes tests/fixtures/*.npz
     python tools/make_fixtures.py --out DIR  # somewhere else
     python tools/make_fixtures.py --only mistral_window_tiny  # just that file
+    python tools/make_fixtures.py --half     # <name>_half.npz: the same models in bfloat16 and float16
 
 Each fixture has its own seed, so ``--only`` writes the same arrays as a full
 run (and leaves the other files, and their zip timestamps, untouched).
@@ -549,6 +550,51 @@ def verify(path: str) -> None:
 
 
 # ---------------------------------------------------------------------------
+# 16-bit fixtures: the same models run by HF in bfloat16 and float16
+# ---------------------------------------------------------------------------
+
+HALF_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@torch.no_grad()
+def make_half_fixture(path: str) -> dict[str, np.ndarray]:
+    """``<name>_half.npz`` from an existing ``<name>.npz`` (its config, weights, tokens and prompts): the HF model
+    cast with ``model.to(dtype)`` (weights rounded to nearest even, as ml_dtypes and minitx round them), then for
+    each dtype D in bfloat16, float16:
+
+        logits_D           (2, T, V) float32   forward on ``tokens`` in D (the D values, exactly, as float32)
+        gen_output_{i}_D   (N,) int64          HF ``generate`` greedy continuation of ``gen_prompt_i`` in D
+        gen_margin_{i}_D   (N,) float32        top-1 minus top-2 logit at each of those steps, cache-free, in D
+    """
+    with np.load(path, allow_pickle=False) as z:
+        fx = {k: z[k] for k in z.files}
+    config = config_from_json(str(fx["config_json"]))
+    state = {k[len("param/") :]: v for k, v in fx.items() if k.startswith("param/")}
+    out: dict[str, np.ndarray] = {
+        "format_version": np.int64(1),
+        "torch_version": np.array(torch.__version__),
+        "transformers_version": np.array(transformers.__version__),
+    }
+    tokens = torch.from_numpy(fx["tokens"])
+    for name, dtype in HALF_DTYPES.items():
+        model = clone_model(config, state).to(dtype)
+        out[f"logits_{name}"] = to_numpy(model(tokens).logits.float())
+        i = 0
+        while f"gen_prompt_{i}" in fx:
+            prompt = torch.from_numpy(fx[f"gen_prompt_{i}"])
+            new = hf_generate(model, prompt, fx[f"gen_output_{i}"].shape[0])
+            seq = torch.cat([prompt, new])
+            margins = []
+            for step in range(new.shape[0]):
+                top2 = torch.topk(model(seq[None, : prompt.shape[0] + step]).logits[0, -1].float(), 2)
+                margins.append((top2.values[0] - top2.values[1]).item())
+            out[f"gen_output_{i}_{name}"] = to_numpy(new).astype(np.int64)
+            out[f"gen_margin_{i}_{name}"] = np.array(margins, dtype=np.float32)
+            i += 1
+    return out
+
+
+# ---------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -561,7 +607,20 @@ def main() -> None:
         metavar="NAME",
         help="write only these fixtures (default: all); each keeps its own seed, so the output is the same",
     )
+    parser.add_argument(
+        "--half",
+        action="store_true",
+        help="write <name>_half.npz (HF in bfloat16 and float16) from the existing <name>.npz files instead",
+    )
     args = parser.parse_args()
+    if args.half:
+        for name in CONFIGS:
+            if args.only and name not in args.only:
+                continue
+            path = os.path.join(args.out, f"{name}_half.npz")
+            np.savez(path, **make_half_fixture(os.path.join(args.out, f"{name}.npz")))
+            print(f"{path}: {os.path.getsize(path) / 1024:.0f} KiB")
+        return
 
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out, exist_ok=True)

@@ -32,9 +32,12 @@ the op was handed, with two exceptions that follow what the code touches:
   up to the block's last position, (b, KV, S, HS), not the cache's whole preallocation; the index that says
   where they live (the store's block table, the blocks' descriptors) is bookkeeping, not counted (positions
   are: an op that reads them counts 8 bytes each).
-Not counted: argument checks that guard the kernels (token ids in range, AdamW's finite-gradient check), and
+Not counted: argument checks that guard the kernels (token ids in range, AdamW's finite-gradient check),
 Gemma's (C,) temporary 1 + w (its C adds are counted, its C-element write is not): validation and scalar-sized
-set-up, not the model's computation.
+set-up, not the model's computation; and a paged KV store's gather of a block's keys into one array for the
+unfused matmuls (minitx.core.paged_cache): it stands in for the table lookups a paged-attention kernel makes as it
+loads each key, so attention is charged the bytes of the blocks in use, as the fused kernel reading the pool
+through the table is.
 Bytes are told apart by category: `weights` (parameters, and the RoPE cos/sin tables, read-only model constants),
 `activations` (everything computed per token, token ids and positions included), `kv_cache`, `gradients`,
 `optimizer_state` (Adam's m and v).

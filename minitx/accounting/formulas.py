@@ -13,7 +13,7 @@ Contents
                  decode_step, recompute_step (the KV-cached decoder's phases): each a Ledger of Records, one
                  per op call, in call order, so `.by("name")`, `.filter(...)`, `.table()` work as on a count
     memory       param_bytes, grad_bytes, adam_state_bytes, saved_activation_bytes, training_memory,
-                 inference_memory, activation_sizes, kv_cache_bytes, kv_bytes_per_token
+                 inference_memory, activation_sizes, kv_cache_bytes, kv_bytes_per_token, paged_kv_bytes
     literature   approx_params_12Ld2, approx_forward_flops_2P, approx_training_flops_6P, attention_flops_kaplan,
                  attention_flops_palm, palm_training_flops_per_token, mixed_precision_training_bytes
 
@@ -645,6 +645,32 @@ def kv_cache_bytes(cfg: Config, B: int, S: int, dtype="float32", rolling: bool =
     """The cache for B sequences of S tokens: 2·L·KV·HS·(positions held)·B·itemsize (see kv_positions)."""
     S, B = checks.integer("S", S), checks.integer("B", B)
     return kv_bytes_per_token(cfg, dtype) * kv_positions(cfg, S, rolling, chunk) * B
+
+
+def paged_kv_bytes(cfg: Config, lengths, block_size: int, dtype="float32", caps=None) -> dict[str, int]:
+    """KV memory of sequences holding `lengths` positions each, in blocks of X = `block_size` positions (vLLM's
+    paged layout; minitx.core.paged_cache), as {"used", "reserved", "waste"} bytes, with b = kv_bytes_per_token:
+
+        used      = b · Σ length                    the positions that hold a token
+        reserved  = b · Σ ceil(length / X) · X      paged: the blocks they hold (waste < X positions each)
+                  = b · Σ ceil(cap / X) · X         with `caps` (contiguous: each sequence's prompt + cap,
+                                                    reserved at admission)
+        waste     = reserved − used
+
+    `used` over a step's sequences, at their lengths once the step has run, is also the KV bytes the step's
+    attention reads (without a sliding window): each sequence's keys and values 0..length-1, once."""
+    X = checks.integer("block_size", block_size)
+    lengths = [checks.integer("lengths[i]", n, 0) for n in lengths]
+    per_token = kv_bytes_per_token(cfg, dtype)
+    if caps is None:
+        held = sum(-(-n // X) * X for n in lengths)
+    else:
+        caps = [checks.integer("caps[i]", c) for c in caps]
+        if len(caps) != len(lengths) or any(n > c for n, c in zip(lengths, caps)):
+            raise ValueError("caps must give one cap per length, each at least its length")
+        held = sum(-(-c // X) * X for c in caps)
+    used = per_token * sum(lengths)
+    return {"used": used, "reserved": per_token * held, "waste": per_token * held - used}
 
 
 # ==============================================================================================================

@@ -5,6 +5,9 @@
     minitx params|memory|flops|kv     the calculator, for presets or a Hugging Face config.json
     minitx count                      the same FLOPs and bytes, counted by a shape-only run of the model
     minitx hw | roofline | cost       hardware, the roofline model, and when self-hosting pays
+    minitx serve                      a file of requests through the batching engine, on a real model
+    minitx grade | exercises          the workshop: exercises graded against counts from execution
+    minitx simulate                   a serving workload on real GPUs, simulated (scheduler + step costs)
 
 memory, flops, kv, count, roofline and cost take the precision flags: --dtype (shorthand), --weight-dtype
 (int8/int4 weight-only quantization), --kv-dtype, and --attention fused|unfused (minitx.cli.common).
@@ -33,6 +36,12 @@ COMMANDS = {
     "hw": ("minitx.cli.serving", "hw", "hardware presets, or measure this machine"),
     "roofline": ("minitx.cli.serving", "roofline", "roofline model of prefill and decode on given hardware"),
     "cost": ("minitx.cli.serving", "cost", "self-hosting cost vs an API"),
+    "serve": ("minitx.cli.serve", "serve", "serve a file of requests with the batching engine on a real model"),
+    "simulate": ("minitx.cli.simulate", "simulate", "serve a workload on real GPUs, simulated: the engine's scheduler, "
+                 "each step's time from its exact op costs (--tp for several chips)"),
+    "grade": ("minitx.cli.grade", "grade", "grade a student's exercise file (or a class folder) against counts "
+              "from execution"),
+    "exercises": ("minitx.cli.grade", "exercises", "copy the workshop's exercise files into a folder"),
 }
 
 class _Parser(argparse.ArgumentParser):

@@ -19,6 +19,7 @@ Units: GB = 1e9 bytes, GB/s = 1e9 bytes/s, TFLOP/s = 1e12 FLOP/s, ms = 1e-3 s; m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import NamedTuple
 
 from .. import checks, dtypes
@@ -87,11 +88,11 @@ def _hardware(args, dep: Deployment) -> hw_mod.Hardware:
     peaks = dict(base.peak_flops)
     if args.peak is not None:
         peaks[dep.peak_dtype] = args.peak * 1e12
-    return hw_mod.Hardware(
-        name=base.name + " (overridden)", peak_flops=peaks,
+    return dataclasses.replace(                     # keeps every other field (the interconnect among them)
+        base, name=base.name + " (overridden)", peak_flops=peaks,
         bandwidth=base.bandwidth if args.bandwidth is None else args.bandwidth * 1e9,
         memory=base.memory if args.memory is None else args.memory * 1e9,
-        source=base.source, notes="figures overridden on the command line")
+        notes="figures overridden on the command line")
 
 
 def _check_fits(cfg: Config, hw: hw_mod.Hardware, pr: dtypes.Precision, batches: list[int], context: int) -> None:

@@ -5,7 +5,10 @@
     minitx train --overwrite                       replace an existing checkpoint (refused otherwise)
 
 The text is `minitx.data.load_corpus()` (standard-library sources that ship with Python: no download), the
-tokens are its UTF-8 bytes (vocabulary 256), the last 10% is held out for validation. Every step samples
+tokens are its UTF-8 bytes (vocabulary 256), the last 10% is held out for validation. Beside tokens/s each
+progress line prints the FLOP/s achieved, from the FLOPs counted for one step (a shape-only run of the same
+step, printed at the start next to the 6·P·tokens rule), and the MFU: that FLOP/s over this machine's measured
+matmul peak (`minitx hw --measure`). Every step samples
 --batch random windows of --seq bytes and takes one AdamW step on the mean next-byte cross-entropy. The
 learning rate warms up linearly over the first 5% of the steps and then follows a cosine down to 10% of --lr.
 
@@ -33,7 +36,7 @@ import numpy as np
 from .. import checks
 from ..accounting import formulas
 from ..core.config import PRESETS, Config
-from ..dtypes import RUNNABLE as DTYPES
+from ..dtypes import TRAINABLE as DTYPES
 from ..io.data import VOCAB_SIZE, Batches, ByteTokenizer, get_batch, load_corpus, split
 from ..measure.machine import physical_memory
 
@@ -63,7 +66,9 @@ def add_arguments_main(p: argparse.ArgumentParser) -> None:
                    help=f"a progress line every N steps (default {d['log_every']})")
     p.add_argument("--eval-batches", type=int, default=d["eval_batches"],
                    help=f"validation batches per evaluation (default {d['eval_batches']})")
-    p.add_argument("--dtype", default=d["dtype"], choices=DTYPES, help=f"float dtype (default {d['dtype']})")
+    p.add_argument("--dtype", default=d["dtype"], choices=DTYPES,
+                   help=f"float dtype (default {d['dtype']}); training runs in float32 or float64 only: 16-bit and "
+                        "int8/int4 models are for inference (minitx generate --dtype)")
 
 
 # ---- argument checks -----------------------------------------------------------------------------------------
@@ -177,6 +182,34 @@ def evaluate(model, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return total / len(batches)
 
 
+def _step_arithmetic(cfg: Config, args, n_params: int, tokens: int, out) -> tuple[int, float]:
+    """(FLOPs one training step performs, this machine's measured peak FLOP/s for the dtype), printed with the
+    6·P·tokens rule beside the count.
+
+    The FLOPs are counted, not estimated: one step (forward, backward, AdamW) of a shape-only copy of the model
+    (`Transformer(cfg, shape_only=True)`, the same ops recording the same costs, no data), so the timed loop runs
+    without a counter. Every step of a run has the same shapes, so the same count. The peak is the best matmul
+    rate NumPy reaches here (minitx.measure.this_machine(), a couple of seconds, once per process): MFU, the
+    model FLOPs utilization, is the FLOP/s achieved over that peak."""
+    from ..accounting.counting import count
+    from ..core.model import Transformer
+    from ..core.optim import AdamW
+    from ..measure.machine import this_machine
+    shaped = Transformer(cfg, dtype=args.dtype, shape_only=True)
+    ids = np.zeros((args.batch, args.seq), dtype=np.int64)
+    with count() as step:
+        _, grads = shaped.loss_and_grads(ids, ids)
+        AdamW(shaped).step(grads)
+    rule = formulas.approx_training_flops_6P(cfg, tokens, n_params)
+    print(f"FLOPs per step: {step.flops:,} counted (forward, backward, AdamW); 6·P·tokens = 6 x {n_params:,} x "
+          f"{tokens:,} = {rule:,} ({rule / step.flops - 1:+.1%})", file=out, flush=True)
+    key = "fp64" if args.dtype == "float64" else "fp32"
+    peak = this_machine()["peak_flops"][key]
+    print(f"this machine's measured {key} matmul peak: {peak / 1e9:,.1f} GFLOP/s (minitx hw --measure); "
+          "MFU = FLOP/s achieved / that peak", file=out, flush=True)
+    return step.flops, peak
+
+
 def main(args) -> int:
     from ..core.model import Transformer
     from ..core.optim import AdamW
@@ -204,6 +237,7 @@ def main(args) -> int:
           f"({len(train_tokens):,} train / {len(val_tokens):,} validation); {args.steps} steps of "
           f"{args.batch}x{args.seq} = {tok_per_step:,} tokens, lr {args.lr:g} (warm-up + cosine)", file=out)
     print(f"(a model that knows nothing scores ln 256 = {math.log(VOCAB_SIZE):.2f})", file=out)
+    flops_per_step, peak = _step_arithmetic(cfg, args, model.num_params(), tok_per_step, out)
     val_loss = evaluate(model, val)
     history = [{"step": 0, "val_loss": round(val_loss, 5)}]
     print(f"step {0:>5}/{args.steps}  val loss {val_loss:.4f}", file=out, flush=True)
@@ -225,9 +259,12 @@ def main(args) -> int:
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             now = time.perf_counter()
-            tps = window_n * tok_per_step / max(now - window_t, 1e-9)
+            seconds = max(now - window_t, 1e-9)
+            tps = window_n * tok_per_step / seconds
+            achieved = window_n * flops_per_step / seconds
             print(f"step {done:>5}/{args.steps}  train loss {window_loss / window_n:.4f}  "
-                  f"lr {opt.lr:.2e}  {tps:,.0f} tok/s", file=out, flush=True)
+                  f"lr {opt.lr:.2e}  {tps:,.0f} tok/s  {achieved / 1e9:,.2f} GFLOP/s  MFU {achieved / peak:.1%}",
+                  file=out, flush=True)
             history.append({"step": done, "train_loss": round(window_loss / window_n, 5)})
             window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
         if done % args.eval_every == 0 or done == args.steps:
@@ -241,8 +278,11 @@ def main(args) -> int:
     meta = {"step": args.steps, "seed": args.seed, "preset": args.preset, "batch": args.batch, "seq": args.seq,
             "peak_lr": args.lr, "train_loss": round(float(loss), 5), "val_loss": round(float(val_loss), 5),
             "first_loss": round(float(first_loss), 5), "seconds": round(elapsed, 2),
-            "corpus_bytes": int(len(tokens)), "history": history}
-    print(f"trained {args.steps} steps in {elapsed:.1f} s ({args.steps * tok_per_step / elapsed:,.0f} tok/s): "
+            "corpus_bytes": int(len(tokens)), "history": history, "flops_per_step": int(flops_per_step),
+            "mfu": round(args.steps * flops_per_step / elapsed / peak, 5)}
+    print(f"trained {args.steps} steps in {elapsed:.1f} s ({args.steps * tok_per_step / elapsed:,.0f} tok/s, "
+          f"{args.steps * flops_per_step / elapsed / 1e9:,.2f} GFLOP/s, MFU "
+          f"{args.steps * flops_per_step / elapsed / peak:.1%}): "
           f"train loss {first_loss:.3f} -> {loss:.3f}, validation {history[0]['val_loss']:.3f} -> {val_loss:.3f}",
           file=out)
     return _save_or_fall_back(checkpoint.save_model, args, model, opt, meta, out)

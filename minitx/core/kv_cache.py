@@ -16,8 +16,12 @@ for attention through four members, so a contiguous cache, a paged block pool or
     store.table               (slots, rows per slot) int64: sequence slot s keeps position p in row table[s, p // X]
     store.keys(k, v, block)   -> (b, KV, S, HS) keys and values of a block's sequences, positions 0..S-1
     store.category            the byte category attention's K/V traffic is counted under
+    store.check_batch(batch)  (optional) refuse a batch whose slots or positions are not in the store, before
+                              any kernel writes there
 
 A KVCache gives each slot one row of X = max_len positions (table[s] = [s]), so a block's keys are a plain view.
+A PagedKVCache (minitx.core.paged_cache) gives each slot a row of block ids into a shared pool of blocks of X
+positions each, and gathers a block's keys through it.
 """
 from __future__ import annotations
 
@@ -100,6 +104,15 @@ class KVCache:
 
     def layer(self, l: int) -> tuple[np.ndarray, np.ndarray]:
         return self.k[l], self.v[l]
+
+    def check_batch(self, batch: TokenBatch) -> None:
+        """The batch's slots must be rows of this cache and, unless it is rolling (positions reuse its columns),
+        its positions columns of them: Transformer.run checks before the split writes anything."""
+        for blk in batch.blocks:
+            if blk.slot < 0 or blk.slot + blk.b > self.batch:
+                raise ValueError(f"slots {blk.slot}..{blk.slot + blk.b - 1} fall outside the cache's {self.batch} rows")
+            if self.chunk is None and blk.keys > self.capacity:
+                raise ValueError(f"positions up to {blk.keys - 1} pass the cache's max_len={self.capacity}")
 
     def keys(self, k: np.ndarray, v: np.ndarray, blk: Block) -> tuple[np.ndarray, np.ndarray]:
         if blk.keys > self.capacity:

@@ -36,7 +36,7 @@ from .ops.linear import linear_backward, linear_forward, residual_backward, resi
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .ops.norms import norm_backward, norm_forward
 from .params import init_params, param_table, views
-from .quantize import QuantizedWeight
+from .quantize import QuantizedWeight, quantize_into
 from .shaped import empty, is_shaped, shaped
 
 ATTENTIONS = ("unfused", "fused")
@@ -67,11 +67,16 @@ class Transformer:
     model.loss_and_grads(tokens, targets) -> (mean cross-entropy, grads keyed like params)
     model.prefill(tokens, cache, lengths) / model.decode(tokens, cache): the two phases of KV-cached inference
     model.run(batch, kv)    the blocks over packed tokens: what all of the above call
+
+    dtype "float32" or "float64" trains and runs; "bfloat16" and "float16" run inference only (weights,
+    activations and KV cache stored in 16 bits, float32 arithmetic: minitx.core.ops.half); weight_dtype "int8" or
+    "int4" stores the layers' matrices quantized (inference only; minitx.quantize makes one from a float model).
+    Any other combination, or any model at all with shape_only=True, is counted by shape, not executed.
     """
 
     def __init__(self, cfg: Config, seed: int = 0, dtype: str = "float32", *, weight_dtype: str | None = None,
                  kv_dtype: str | None = None, group_size: int = 128, attention: str = "unfused",
-                 shape_only: bool = False):
+                 shape_only: bool = False, init: bool = True):
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a minitx.Config, got {type(cfg).__name__}")
         self.cfg = cfg
@@ -79,8 +84,12 @@ class Transformer:
         self.attention = checks.one_of("attention", attention, ATTENTIONS)
         self.shape_only = bool(checks.instance("shape_only", shape_only, bool))
         p = self.precision
-        if not shape_only and (p.activations not in dtypes.RUNNABLE or p.kv != p.activations or p.quantized):
-            raise ValueError(f"a {p} model runs shape-only here (shape_only=True): it is counted, not executed")
+        # Executed: float64, float32, bfloat16 and float16 (weights, activations and KV cache in one format), and
+        # int8/int4 weights beside any of them. A KV cache in another format is counted, not executed.
+        if not shape_only and (p.activations not in dtypes.RUNNABLE or p.kv != p.activations):
+            raise ValueError(f"a {p} model runs shape-only here (shape_only=True): it is counted, not executed "
+                             f"(a KV cache in a format of its own has no kernels); executed: activations, weights "
+                             f"and KV in one of {', '.join(dtypes.RUNNABLE)}, or int8/int4 weights beside them")
         self.dtype = dtypes.storage(p.activations)
         self.table = param_table(cfg)
         # Quantized weights (int8, int4) live beside the flat buffer, which holds every other parameter.
@@ -90,14 +99,14 @@ class Transformer:
         if shape_only:
             self.flat = shaped((n,), self.dtype)
         else:
-            require_memory(n * self.dtype.itemsize, f"Transformer({cfg.name!r}, dtype={self.dtype.name!r})'s "
-                                                    "parameters")
+            stored = n * self.dtype.itemsize + sum(p.matrix_bytes(*s.shape) for s in self.table if s.name in matrices)
+            require_memory(stored, f"Transformer({cfg.name!r}, dtype={self.dtype.name!r})'s parameters")
             self.flat = np.zeros(n, dtype=self.dtype)
         self.params = views(self.flat, flat_table)
-        self.quantized = {s.name: QuantizedWeight.shaped(s.shape, p.weights, _group(p, s)) for s in self.table
-                          if s.name in matrices}
-        if not shape_only:
-            init_params(cfg, self.params, seed)
+        storage = QuantizedWeight.shaped if shape_only else QuantizedWeight.zeros
+        self.quantized = {s.name: storage(s.shape, p.weights, _group(p, s)) for s in self.table if s.name in matrices}
+        if not shape_only and init:         # init=False leaves every parameter 0: a model about to be loaded
+            self._init_params(seed)
         self._grad_flat: np.ndarray | None = None     # allocated on the first loss_and_grads
         self.grads: dict[str, np.ndarray] | None = None
         if cfg.position != "rope":
@@ -110,6 +119,15 @@ class Transformer:
         self.embed_scale = float(self.dtype.type(math.sqrt(cfg.d_model))) if cfg.embed_scale else None
         self.attn_scale = 1.0 / math.sqrt(cfg.head_dim)
         self.split_name, _ = cv.split_op(cfg.position)
+
+    def _init_params(self, seed: int) -> None:
+        """GPT-2's initialisation (minitx.core.params). A quantized model draws each matrix in its float format,
+        as the float model would with this seed, and quantizes it: the same weights as quantize(model)."""
+        drawn = {s.name: (np.zeros(s.shape, self.dtype) if s.name in self.quantized else self.params[s.name])
+                 for s in self.table}                 # table order: the same random stream as a float model
+        init_params(self.cfg, drawn, seed)
+        for name, qw in self.quantized.items():
+            quantize_into(drawn[name], qw)
 
     def new_cache(self, batch: int, max_len: int, chunk: int | None = None) -> KVCache:
         """A KVCache for this model: its KV format, shape-only if it is; rolling (the window plus one chunk of
@@ -154,6 +172,10 @@ class Transformer:
             raise ValueError(f"targets shape {targets.shape} must equal tokens shape {tokens.shape}")
         if self.quantized:
             raise ValueError("quantized (int8/int4) models are inference-only: train in float32/float64")
+        if not self.shape_only and self.precision.activations not in dtypes.TRAINABLE:
+            raise ValueError(f"{self.precision.activations} models are inference-only here: train in "
+                             f"{' or '.join(dtypes.TRAINABLE)} (a 16-bit training step is counted by shape: "
+                             "Transformer(..., shape_only=True))")
         if self._grad_flat is None:
             self._grad_flat = shaped(self.flat.shape, self.dtype) if self.shape_only else np.zeros_like(self.flat)
             self.grads = views(self._grad_flat, self.table)
@@ -229,6 +251,11 @@ class Transformer:
             store = Scratch(batch, cfg.n_kv_heads, cfg.head_dim, self.dtype, self.shape_only)
         else:
             store = kv
+            # A store that can say whether the batch's slots and positions are in it checks before any kernel
+            # writes there (a paged cache's block table: minitx.core.paged_cache)
+            check_batch = getattr(kv, "check_batch", None)
+            if check_batch is not None:
+                check_batch(batch)
         if keep and self.attention == "fused":
             raise ValueError("training (keep=True) runs unfused attention: the fused kernel has no backward")
         learned = cfg.position == "learned"

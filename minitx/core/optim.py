@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from .. import checks
+from ..dtypes import TRAINABLE
 from ..accounting import conventions as cv
 from ..accounting.counting import counting, nbytes, phase, record
 from .model import Transformer
@@ -70,6 +71,9 @@ class AdamW:
         self._hyperparameters()
         if model.quantized:
             raise ValueError("quantized (int8/int4) models are inference-only: AdamW trains float32/float64 models")
+        if not model.shape_only and model.dtype.name not in TRAINABLE:
+            raise ValueError(f"{model.dtype.name} models are inference-only here: AdamW trains "
+                             f"{' or '.join(TRAINABLE)} models")
         zeros = (lambda: shaped(model.flat.shape, model.dtype)) if model.shape_only else \
             (lambda: np.zeros_like(model.flat))
         self.m, self.v = zeros(), zeros()

@@ -65,15 +65,19 @@ import stat
 import struct
 import time
 
+import ml_dtypes
 import numpy as np
 
 MAGIC = b"MINITXCK"
 VERSION = 1
 _PREFIX = struct.Struct("<8sIQ")  # magic, version, header length
 _DIGEST_SIZE = 32  # bytes in a SHA-256 digest
-# Stored dtype name -> exact little-endian NumPy dtype.
+# Stored dtype name -> exact little-endian NumPy dtype. bfloat16 (ml_dtypes) is stored as its 16-bit patterns,
+# little-endian like the rest, and viewed back as bfloat16 on loading.
 DTYPES = {name: np.dtype(name).newbyteorder("<") for name in
           ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")}
+DTYPES["bfloat16"] = np.dtype("<u2")
+_VIEWS = {"bfloat16": np.dtype(ml_dtypes.bfloat16)}   # stored as DTYPES[name], handed out as this
 MAX_DIMS = 32  # NumPy allows 64; no minitx tensor has more than a handful
 TEMP_PREFIX = ".minitx-save-"  # temporary files of an unfinished save; see the module docstring
 TEMP_SUFFIX = ".tmp"
@@ -130,7 +134,8 @@ def save(path, tensors: dict[str, np.ndarray], meta: dict, overwrite: bool = Fal
                              f"allowed: {', '.join(DTYPES)}")
         if array.ndim > MAX_DIMS:
             raise ValueError(f"tensor {name!r} has {array.ndim} dimensions; at most {MAX_DIMS} are stored")
-        blob = np.ascontiguousarray(array, dtype=DTYPES[array.dtype.name]).tobytes()
+        raw = array.view(np.uint16) if array.dtype.name in _VIEWS else array
+        blob = np.ascontiguousarray(raw, dtype=DTYPES[array.dtype.name]).tobytes()
         entries.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape),
                         "offset": offset, "nbytes": len(blob)})
         blobs.append(blob)
@@ -390,7 +395,9 @@ def _load(path, file, size: int) -> tuple[dict[str, np.ndarray], dict]:
         digest.update(view)
         array = buffer.view(DTYPES[dtype]).reshape(shape)
         if not array.dtype.isnative:  # a big-endian machine: convert to its own byte order
-            array = array.astype(dtype)
+            array = array.astype(array.dtype.newbyteorder("="))
+        if dtype in _VIEWS:
+            array = array.view(_VIEWS[dtype])
         tensors[name] = array
     check(digest.digest() == read(_DIGEST_SIZE), "checksum mismatch: the file is corrupted")
     for name, dtype, _, _ in plan:
@@ -403,16 +410,21 @@ def _load(path, file, size: int) -> tuple[dict[str, np.ndarray], dict]:
 # ---- whole models: parameters, optional AdamW state, and everything needed to rebuild them -------------------
 
 MODEL_FORMAT = "minitx-model"
-_RESERVED_META = ("format", "config", "dtype", "adam")
+_RESERVED_META = ("format", "config", "dtype", "adam", "weights", "group_size")
+QUANTIZED_PREFIX = "quantized/"   # "quantized/<parameter name>/values" and ".../scales" for each int8/int4 matrix
 
 
 def save_model(path, model, optimizer=None, meta: dict | None = None, overwrite: bool = False) -> None:
     """Save a Transformer (and its AdamW state, if given) so that `load_model` rebuilds it exactly.
 
     Tensors: "params" (model.flat), and with an optimizer "adam_m", "adam_v" (its moment buffers, same layout).
-    Meta: {"format": "minitx-model", "config": cfg.to_dict(), "dtype": "float32"|"float64",
-    "tokenizer": "bytes", "adam": {"lr", "betas", "eps", "weight_decay", "t"} (with an optimizer)}, plus the
-    caller's `meta` (step, seed, losses, ...: plain JSON). The caller may set "tokenizer"; the other four keys
+    A quantized model (minitx.quantize) adds, per int8/int4 matrix, "quantized/<name>/values" (int8 (K, M) or
+    packed int4 uint8 (K, ⌈M/2⌉), both stored as uint8 bytes) and "quantized/<name>/scales" (float16 (K/g, M)):
+    the bytes it runs on, exactly.
+    Meta: {"format": "minitx-model", "config": cfg.to_dict(), "dtype": "float32"|"float64"|"bfloat16"|"float16"
+    (the activations' and every float parameter's format), "tokenizer": "bytes", "adam": {"lr", "betas", "eps",
+    "weight_decay", "t"} (with an optimizer), "weights": "int8"|"int4" and "group_size": g (quantized)}, plus
+    the caller's `meta` (step, seed, losses, ...: plain JSON). The caller may set "tokenizer"; the other keys
     describe the tensors and are reserved. Refuses to replace an existing file unless overwrite=True.
     """
     from ..core.model import Transformer
@@ -424,8 +436,15 @@ def save_model(path, model, optimizer=None, meta: dict | None = None, overwrite:
     clash = sorted(k for k in extra if k in _RESERVED_META)
     if clash:
         raise ValueError(f"meta keys {clash} are reserved (they describe the saved tensors)")
+    if model.shape_only:
+        raise ValueError("a shape-only model holds no weights to save (it was built with shape_only=True)")
     tensors = {"params": model.flat}
     full = {"format": MODEL_FORMAT, "config": model.cfg.to_dict(), "dtype": model.dtype.name, "tokenizer": "bytes"}
+    if model.quantized:
+        full["weights"], full["group_size"] = model.precision.weights, model.precision.group_size
+        for name, qw in model.quantized.items():
+            tensors[f"{QUANTIZED_PREFIX}{name}/values"] = qw.values.view(np.uint8)    # int8: its bytes
+            tensors[f"{QUANTIZED_PREFIX}{name}/scales"] = qw.scales
     if optimizer is not None:
         if getattr(optimizer, "model", None) is not model:
             raise ValueError("optimizer does not belong to this model (optimizer.model is another object)")
@@ -448,18 +467,20 @@ ROPE_TABLE_FLOOR_BYTES = 64 * 2**20
 def load_model(path):
     """Read a file written by `save_model`: returns (model, optimizer or None, meta).
 
-    The model is rebuilt from the stored config and dtype, and its parameters are the stored ones, bit for bit;
-    the AdamW state (m, v, step count and hyperparameters) is restored when the file has it. Anything wrong
-    with the file (not a model checkpoint, a config minitx cannot build, tensors of the wrong size or dtype,
-    NaN or inf values, a config asking for far more memory than the file justifies) raises CheckpointError
-    before a model is built.
+    The model is rebuilt from the stored config, dtype and (for a quantized model) weight format and group size,
+    and its parameters are the stored ones, bit for bit; the AdamW state (m, v, step count and hyperparameters) is
+    restored when the file has it. Anything wrong with the file (not a model checkpoint, a config minitx cannot
+    build, tensors of the wrong size or dtype, NaN or inf values, quantized values outside their format's range,
+    negative scales, a config asking for far more memory than the file justifies) raises CheckpointError before
+    a model is built.
     """
     from ..accounting.formulas import num_params
     from ..core.config import Config
-    from ..core.model import Transformer
+    from ..core.model import QUANTIZED_SUFFIXES, Transformer
     from ..core.optim import AdamW
     from ..core.params import param_table
-    from ..dtypes import RUNNABLE as MODEL_DTYPES
+    from ..core.quantize import QMAX, STORAGE, QuantizedWeight
+    from ..dtypes import QUANTIZED_FORMATS, RUNNABLE as MODEL_DTYPES, TRAINABLE, Precision
 
     tensors, meta = load(path)
 
@@ -472,6 +493,12 @@ def load_model(path):
     dtype = meta.get("dtype")
     check(isinstance(dtype, str) and dtype in MODEL_DTYPES,
           f"unsupported model dtype {_short(dtype)} (minitx runs {', '.join(MODEL_DTYPES)})")
+    weights, group_size = meta.get("weights"), meta.get("group_size")
+    quantized = weights is not None
+    check(not quantized or (isinstance(weights, str) and weights in QUANTIZED_FORMATS),
+          f"unsupported weight format {_short(weights)} (quantized models store {', '.join(QUANTIZED_FORMATS)})")
+    check(not quantized or (type(group_size) is int and group_size >= 1),
+          f"bad quantization group size {_short(group_size)} (a positive integer)")
     check(isinstance(meta.get("config"), dict), "meta lacks the model config")
     try:
         cfg = Config.from_dict(meta["config"])
@@ -479,17 +506,57 @@ def load_model(path):
         raise CheckpointError(path, f"bad model config: {_clip(str(error), 300)}") from None
     check(isinstance(cfg.name, str), f"bad model config: name {_short(cfg.name)} is not a string")
     has_adam = "adam" in meta
-    expected = {"params", "adam_m", "adam_v"} if has_adam else {"params"}
-    check(set(tensors) == expected, f"tensors {sorted(tensors)} do not match the meta (expected {sorted(expected)})")
+    check(not has_adam or (dtype in TRAINABLE and not quantized),
+          f"an optimizer state with a {dtype}{' ' + weights if quantized else ''} model: only float32/float64 "
+          "models train")
     # The closed-form count (Python ints) first: param_table would list every layer, and n_layers is only
     # bounded once the count has matched the stored tensor.
     n = num_params(cfg)
+    matrices: dict[str, tuple[int, int]] = {}
+    if quantized:
+        # the quantized matrices' values (not bytes) come off the flat buffer; count them from the config alone
+        C, F, L = cfg.d_model, cfg.d_ff, cfg.n_layers
+        up = 2 * F if cfg.mlp == "gated" else F
+        shapes = ((C, cfg.q_dim + 2 * cfg.kv_dim), (cfg.q_dim, C), (C, up), (F, C))
+        n -= L * sum(K * M for K, M in shapes)
+    expected = {"params", "adam_m", "adam_v"} if has_adam else {"params"}
     for name in sorted(expected):
-        t = tensors[name]
-        check(t.dtype.name == dtype and t.shape == (n,),
-              f"tensor {name!r} is {t.dtype.name} {t.shape}; config {cfg.name!r} needs {dtype} ({n},)")
-    check(sum(spec.size for spec in param_table(cfg)) == n, "parameter table and count disagree")
-    itemsize = np.dtype(dtype).itemsize
+        t = tensors.get(name)
+        check(t is not None and t.dtype.name == dtype and t.shape == (n,),
+              f"tensor {name!r} is {'missing' if t is None else f'{t.dtype.name} {t.shape}'}; config {cfg.name!r} "
+              f"needs {dtype} ({n},)")
+    table = param_table(cfg)
+    if quantized:
+        matrices = {spec.name: spec.shape for spec in table if spec.name.endswith(QUANTIZED_SUFFIXES)}
+        try:
+            for shape in set(matrices.values()):
+                Precision(dtype, weights, group_size=group_size).matrix_bytes(*shape)
+        except ValueError as error:
+            raise CheckpointError(path, f"bad quantization: {_clip(str(error), 300)}") from None
+        for name, shape in matrices.items():
+            expected |= {f"{QUANTIZED_PREFIX}{name}/values", f"{QUANTIZED_PREFIX}{name}/scales"}
+    check(set(tensors) == expected, f"tensors {_clip(str(sorted(tensors)), 300)} do not match the meta "
+                                    f"(expected {_clip(str(sorted(expected)), 300)})")
+    check(sum(spec.size for spec in table if spec.name not in matrices) == n, "parameter table and count disagree")
+    for name, shape in matrices.items():
+        vshape, sshape = QuantizedWeight.storage_shapes(shape, weights, group_size)
+        values, scales = tensors[f"{QUANTIZED_PREFIX}{name}/values"], tensors[f"{QUANTIZED_PREFIX}{name}/scales"]
+        check(values.dtype == np.uint8 and values.shape == vshape,
+              f"quantized {name!r} values are {values.dtype.name} {values.shape}; {weights} needs uint8 {vshape}")
+        values = values.view(STORAGE[weights])
+        tensors[f"{QUANTIZED_PREFIX}{name}/values"] = values
+        check(scales.dtype == np.float16 and scales.shape == sshape,
+              f"quantized {name!r} scales are {scales.dtype.name} {scales.shape}; needs float16 {sshape}")
+        qmax = QMAX[weights]
+        if weights == "int8":
+            ok = values.size == 0 or int(np.abs(values.astype(np.int16)).max()) <= qmax
+        else:   # both nibbles within [-7, 7] (8 would be -8); an odd width's unused high nibble is 0
+            lo, hi = values & 0xF, values >> 4
+            ok = not ((lo == 8).any() or (hi == 8).any() or (shape[1] % 2 and (hi[:, -1] != 0).any()))
+        check(ok, f"quantized {name!r} holds values outside [-{qmax}, {qmax}] (a corrupted or foreign file)")
+        check(bool(np.all(np.isfinite(scales)) and np.all(scales >= 0)),
+              f"quantized {name!r} scales hold NaN, inf or negative numbers")
+    itemsize = np.dtype(tensors["params"].dtype).itemsize
     if cfg.position == "rope":
         table_bytes = cfg.n_ctx * cfg.head_dim * itemsize
         limit = max(ROPE_TABLE_FLOOR_BYTES, n * itemsize)
@@ -497,7 +564,7 @@ def load_model(path):
               f"config n_ctx={cfg.n_ctx} would need {table_bytes / 2**20:,.0f} MiB of RoPE tables for "
               f"{n * itemsize / 2**20:,.1f} MiB of stored parameters (at most the larger of the two, or "
               f"{ROPE_TABLE_FLOOR_BYTES // 2**20} MiB, is accepted)")
-    for name in sorted(expected):
+    for name in sorted(expected - {t for t in expected if t.startswith(QUANTIZED_PREFIX)}):
         check(bool(np.all(np.isfinite(tensors[name]))), f"tensor {name!r} holds NaN or inf")
     adam = meta.get("adam")
     if has_adam:
@@ -509,10 +576,13 @@ def load_model(path):
         check(bool(np.all(tensors["adam_v"] >= 0)), "Adam's second moment has negative entries")
 
     try:
-        model = Transformer(cfg, dtype=dtype)
+        model = Transformer(cfg, dtype=dtype, weight_dtype=weights, group_size=group_size or 128, init=False)
     except MemoryError:
         raise CheckpointError(path, f"config {cfg.name!r} does not fit in memory") from None
     model.flat[...] = tensors["params"]
+    for name, qw in model.quantized.items():
+        qw.values[...] = tensors[f"{QUANTIZED_PREFIX}{name}/values"]
+        qw.scales[...] = tensors[f"{QUANTIZED_PREFIX}{name}/scales"]
     optimizer = None
     if has_adam:
         try:

@@ -16,7 +16,15 @@ Everything else is a rename. Gemma's norm weights need no conversion: HF stores 
 does minitx when `cfg.norm_unit_offset` is set.
 
 `name_map(cfg)` is the single table of (minitx name, HF names, widths, layout) that both directions read, so
-loading and exporting cannot drift apart. Non-goals: sharded checkpoints, quantised weights, and the tokenizer.
+loading and exporting cannot drift apart. Non-goals: sharded checkpoints, HF's own quantized formats (GPTQ, AWQ,
+bitsandbytes), and the tokenizer.
+
+Precision. `load_hf(..., dtype="bfloat16")` keeps a 16-bit checkpoint in 16 bits (a float32 one is rounded to
+it); `weight_dtype="int8"/"int4"` quantizes each layer matrix straight from the checkpoint's own numbers, one
+matrix at a time (minitx.core.quantize), so no float copy of the model is ever built. `export_hf` writes every
+tensor in the model's format, and a quantized model's matrices as q · scale in float32, which is exact: loading
+that back with the same weight_dtype and group_size gives the same integers and scales (minitx.core.quantize,
+"Rounding").
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ from .. import dtypes
 from ..core.config import Config
 from ..core.model import Transformer
 from ..core.params import param_table
+from ..core.quantize import quantize_into
 from .hf_config import hf_family
 
 # Non-parameter buffers some checkpoints carry: GPT-2's causal mask and its fill value, and RoPE's inverse
@@ -133,7 +142,7 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def load_hf(config: str | os.PathLike | Mapping[str, Any] | Config, state_dict: str | os.PathLike | Mapping,
-            dtype: str = "float32") -> Transformer:
+            dtype: str = "float32", *, weight_dtype: str | None = None, group_size: int = 128) -> Transformer:
     """A `Transformer` holding a Hugging Face checkpoint's weights.
 
     config      a `config.json` path (or its folder), the dict it holds, or a minitx `Config`
@@ -141,7 +150,10 @@ def load_hf(config: str | os.PathLike | Mapping[str, Any] | Config, state_dict: 
                 Keys may lack the base-model prefix ("transformer." / "model."), as GPT2Model/LlamaModel save them.
                 Non-parameter buffers (GPT-2's attn.bias / attn.masked_bias, rotary_emb.inv_freq) are ignored.
                 Tied models may include `lm_head.weight` only if it equals the embedding.
-    dtype       the model's float type; weights stored in float16, bfloat16, float32 or float64 are cast to it.
+    dtype       the model's float type (float32, float64, or bfloat16 / float16 for inference); weights stored
+                in float16, bfloat16, float32 or float64 are cast to it
+    weight_dtype None, or "int8" / "int4": the layers' matrices quantized on the way in, with one float16
+                scale per `group_size` inputs (minitx.quantize), from the checkpoint's numbers directly
 
     Raises HFLoadError (a ValueError) naming the file and listing every missing, unknown, misshapen or
     non-float tensor, and any that holds NaN or inf (after the cast).
@@ -151,13 +163,20 @@ def load_hf(config: str | os.PathLike | Mapping[str, Any] | Config, state_dict: 
     tensors = _read_state_dict(state_dict, where)
     table = name_map(cfg, base=_guess_base(cfg, tensors))
     _check_names_and_shapes(cfg, table, tensors, where)
-    model = Transformer(cfg, dtype=dtype)
+    model = Transformer(cfg, dtype=dtype, weight_dtype=weight_dtype, group_size=group_size, init=False)
     bad_dtype, non_finite = [], []
     for entry in table:
         parts = [np.asarray(tensors[name]) for name in entry.hf]
         bad = [f"{name} ({p.dtype})" for name, p in zip(entry.hf, parts) if _float_name(p.dtype) is None]
         if bad:
             bad_dtype += bad
+            continue
+        if entry.minitx in model.quantized:       # one matrix in float64 at a time, quantized from the file's values
+            matrix = entry.to_minitx([p.astype(np.float64) for p in parts])
+            if not np.all(np.isfinite(matrix)):
+                non_finite.append(_describe_non_finite(entry, parts, np.dtype(np.float64)))
+            else:
+                quantize_into(matrix, model.quantized[entry.minitx])
             continue
         dst = model.params[entry.minitx]
         with np.errstate(over="ignore"):        # a float64 value beyond float32's range is reported just below
@@ -260,7 +279,9 @@ def export_hf(model: Transformer, tensors: Mapping[str, np.ndarray] | None = Non
     fresh copies in the tensors' own dtype; `load_hf(hf_config(model.cfg), export_hf(model))` rebuilds every
     parameter bit for bit.
     """
-    source = model.params if tensors is None else tensors
+    # a quantized model's matrices: q · scale, exactly, in float32 (HF checkpoints hold float weights)
+    source = {**model.params, **{name: qw.dequantize() for name, qw in model.quantized.items()}} \
+        if tensors is None else tensors
     table = name_map(model.cfg)
     wanted = {entry.minitx: entry.shape for entry in table}
     missing = sorted(set(wanted) - set(source))

@@ -15,6 +15,10 @@ Units and conventions (decimal, as datasheets use them):
                  figure is integer OP/s, counted the same way.
     bandwidth    bytes/s of DRAM (HBM or GDDR) per chip.
     memory       bytes of DRAM per chip.
+    interconnect bytes/s a chip sends to the others over its fastest link (NVLink, else PCIe), PER DIRECTION:
+                 it receives as much at the same time. Datasheets add both directions (H100 SXM "NVLink 900 GB/s"
+                 is 450 GB/s each way); tensor parallelism (minitx.serving.parallel) divides by this. None where
+                 no figure applies: tp > 1 is then refused, not guessed.
     GB = 1e9 bytes, TB/s = 1e12 bytes/s, TFLOP/s = 1e12 FLOP/s. (A GiB is 2**30 bytes, 7% more than a GB.)
 
 Dense, not sparse. Hopper and Ada datasheets headline their tensor figures "with sparsity": they assume 2:4
@@ -76,6 +80,8 @@ class Hardware:
     notes: str = ""             # caveats worth reading before trusting a number
     sparse_halved: bool = False # the datasheet headline assumed 2:4 sparsity; peak_flops holds half of it
     measured: bool = False      # measured on this machine by `measure()`, not read from a datasheet
+    interconnect: float | None = None  # bytes/s per direction to the other chips (see the module docstring)
+    interconnect_source: str = ""      # where that figure comes from
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -83,7 +89,9 @@ class Hardware:
         object.__setattr__(self, "peak_flops", MappingProxyType(self._checked_peaks(self.peak_flops)))
         object.__setattr__(self, "bandwidth", checks.positive("Hardware.bandwidth", self.bandwidth))
         object.__setattr__(self, "memory", checks.positive("Hardware.memory", self.memory))
-        for field in ("source", "notes"):
+        if self.interconnect is not None:
+            object.__setattr__(self, "interconnect", checks.positive("Hardware.interconnect", self.interconnect))
+        for field in ("source", "notes", "interconnect_source"):
             if not isinstance(getattr(self, field), str):
                 raise ValueError(f"Hardware.{field} must be a string, got {getattr(self, field)!r}")
         for field in ("sparse_halved", "measured"):
@@ -176,41 +184,56 @@ _A100_NOTES = ("Datasheet lists dense and sparse side by side (bf16 312 / 624*);
 _HOPPER_SXM_PEAKS = {"fp32": 66.9e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12,
                      "fp8": 1978.9e12, "int8": 1978.9e12}
 
+# Chip-to-chip links, per direction (datasheets print both directions added). Each preset says which it has.
+_NVLINK4 = "NVLink 4: 900 GB/s both directions (datasheet), 450 GB/s each way"
+_NVLINK3 = "NVLink 3: 600 GB/s both directions (datasheet), 300 GB/s each way"
+_PCIE5 = "PCIe Gen5 x16: 128 GB/s both directions (datasheet), 64 GB/s each way"
+_PCIE4 = "PCIe Gen4 x16: 64 GB/s both directions (datasheet), 32 GB/s each way"
+_PCIE3 = "PCIe Gen3 x16: 32 GB/s both directions (datasheet), 16 GB/s each way"
+_BRIDGE = "; its optional NVLink bridge joins pairs only, so a ring over more chips runs at PCIe speed"
+
 _PRESET_LIST = [
     Hardware(
         name="h100-sxm", peak_flops=_HOPPER_SXM_PEAKS, bandwidth=3.35e12, memory=80e9,
         source=_H100_URL, sparse_halved=True,
         notes="Datasheet headline bf16 1,979 TFLOP/s is 'with sparsity'; dense is 989.4 (whitepaper, and the "
               "9.89e14 the Scaling Book uses). HBM3 3.35 TB/s. kipply's 2022 figures (1000 TF, 3 TB/s, "
-              "ridge 333) predate the final spec."),
+              "ridge 333) predate the final spec.",
+        interconnect=450e9, interconnect_source=_NVLINK4),
     Hardware(
         name="h100-pcie",
         peak_flops={"fp32": 51e12, "tf32": 378e12, "bf16": 756.5e12, "fp16": 756.5e12, "fp8": 1513e12,
                     "int8": 1513e12},
         bandwidth=2.0e12, memory=80e9, source=_H100_URL, sparse_halved=True,
         notes="Datasheet headlines are 'with sparsity'; halved (bf16 1,513 -> 756.5). HBM2e 2.0 TB/s, not "
-              "the SXM's 3.35."),
+              "the SXM's 3.35.",
+        interconnect=64e9, interconnect_source=_PCIE5 + _BRIDGE),
     Hardware(
         name="h100-nvl",
         peak_flops={"fp32": 60e12, "tf32": 417.5e12, "bf16": 835.5e12, "fp16": 835.5e12, "fp8": 1670.5e12,
                     "int8": 1670.5e12},
         bandwidth=3.9e12, memory=94e9, source=_H100_URL, sparse_halved=True,
-        notes="Per GPU of the NVL pair. Datasheet headlines are 'with sparsity'; halved (bf16 1,671 -> 835.5)."),
+        notes="Per GPU of the NVL pair. Datasheet headlines are 'with sparsity'; halved (bf16 1,671 -> 835.5).",
+        interconnect=64e9, interconnect_source=_PCIE5 + _BRIDGE),
     Hardware(
         name="h200", peak_flops=_HOPPER_SXM_PEAKS, bandwidth=4.8e12, memory=141e9,
         source="https://www.nvidia.com/en-us/data-center/h200/ (datasheet); Scaling Book GPU chapter",
         sparse_halved=True,
         notes="Same compute as the H100 SXM (datasheet headline 1,979 is 'with sparsity'; halved). More and "
-              "faster HBM3e, so a lower ridge (~206)."),
+              "faster HBM3e, so a lower ridge (~206).",
+        interconnect=450e9, interconnect_source=_NVLINK4),
     Hardware(
         name="a100-40gb", peak_flops=_A100_PEAKS, bandwidth=1555e9, memory=40e9, source=_A100_URL,
-        notes=_A100_NOTES + " kipply rounds the bandwidth to 1.5e12 and so gets a ridge of 208, not 201."),
+        notes=_A100_NOTES + " kipply rounds the bandwidth to 1.5e12 and so gets a ridge of 208, not 201.",
+        interconnect=300e9, interconnect_source=_NVLINK3),
     Hardware(
         name="a100-80gb", peak_flops=_A100_PEAKS, bandwidth=2039e9, memory=80e9, source=_A100_URL,
-        notes="SXM module. " + _A100_NOTES + " nanoGPT's MFU uses the same 312e12."),
+        notes="SXM module. " + _A100_NOTES + " nanoGPT's MFU uses the same 312e12.",
+        interconnect=300e9, interconnect_source=_NVLINK3),
     Hardware(
         name="a100-80gb-pcie", peak_flops=_A100_PEAKS, bandwidth=1935e9, memory=80e9,
-        source=_A100_URL, notes="PCIe card: same peak as the SXM, slower HBM2e. " + _A100_NOTES),
+        source=_A100_URL, notes="PCIe card: same peak as the SXM, slower HBM2e. " + _A100_NOTES,
+        interconnect=32e9, interconnect_source=_PCIE4 + _BRIDGE),
     Hardware(
         name="l4",
         peak_flops={"fp32": 30.3e12, "tf32": 60e12, "bf16": 121e12, "fp16": 121e12, "fp8": 242.5e12,
@@ -218,21 +241,24 @@ _PRESET_LIST = [
         bandwidth=300e9, memory=24e9, source="https://www.nvidia.com/en-us/data-center/l4/ (datasheet)",
         sparse_halved=True,
         notes="Datasheet tensor figures are all 'with sparsity' (bf16 242, fp8 485); halved. 72 W card with "
-              "GDDR6, so its ridge (~403) is the highest here: almost everything is memory-bound."),
+              "GDDR6, so its ridge (~403) is the highest here: almost everything is memory-bound.",
+        interconnect=32e9, interconnect_source=_PCIE4),
     Hardware(
         name="a10",
         peak_flops={"fp32": 31.2e12, "tf32": 62.5e12, "bf16": 125e12, "fp16": 125e12, "int8": 250e12},
         bandwidth=600e9, memory=24e9,
         source="https://www.nvidia.com/en-us/data-center/products/a10-gpu/ (datasheet); Baseten's guide",
         notes="Datasheet lists dense and sparse (bf16 125 / 250*); dense kept. Baseten's ops:byte is 208.3. "
-              "Not the AWS A10G, which has different figures."),
+              "Not the AWS A10G, which has different figures.",
+        interconnect=32e9, interconnect_source=_PCIE4),
     Hardware(
         name="t4",
         peak_flops={"fp32": 8.1e12, "fp16": 65e12, "int8": 130e12},
         bandwidth=320e9, memory=16e9,
         source="https://www.nvidia.com/en-us/data-center/tesla-t4/ (datasheet)",
         notes="Turing: fp16 tensor cores (65 TFLOP/s mixed precision), no bf16, no sparsity. The datasheet "
-              "says 320 GB/s; Baseten uses 300, which moves the fp16 ridge from 203 to 217."),
+              "says 320 GB/s; Baseten uses 300, which moves the fp16 ridge from 203 to 217.",
+        interconnect=16e9, interconnect_source=_PCIE3),
     Hardware(
         name="rtx-4090",
         peak_flops={"fp32": 82.6e12, "tf32": 82.6e12, "bf16": 165.2e12, "fp16": 165.2e12, "int8": 660.6e12},
@@ -240,13 +266,16 @@ _PRESET_LIST = [
         source="NVIDIA Ada Lovelace GPU architecture whitepaper, Appendix A (GeForce RTX 4090)",
         notes="bf16/fp16 with fp32 accumulate: 165.2 dense (the training and serving case). With fp16 "
               "accumulate the whitepaper gives 330.3, which is not what frameworks run; sparse figures are "
-              "twice these. fp8 left out: published dense figures disagree (330 vs 660)."),
+              "twice these. fp8 left out: published dense figures disagree (330 vs 660).",
+        interconnect=32e9, interconnect_source=_PCIE4 + " (no NVLink on the 4090)"),
     Hardware(
         name="tpu-v5e", peak_flops={"bf16": 197e12, "int8": 394e12},
         bandwidth=820e9, memory=16e9,
         source="https://jax-ml.github.io/scaling-book/ (roofline chapter); https://cloud.google.com/tpu/docs/v5e",
         notes="A reference point from the Scaling Book: ridge 1.97e14 / 8.2e11 = 240. Google's page gives "
-              "819 GB/s HBM2."),
+              "819 GB/s HBM2.",
+        interconnect_source="none given: the ICI is a 2D torus of links, not one per-chip figure a ring over a "
+                            "switch could use; give custom hardware an interconnect to model it"),
 ]
 
 PRESETS: Mapping[str, Hardware] = MappingProxyType({hw.name: hw for hw in _PRESET_LIST})

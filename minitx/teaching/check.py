@@ -51,6 +51,7 @@ PROMPT = 16                  # prefill length before the decode steps
 DECODE_AT = (16, 64, 127)    # positions t (tokens already cached) where a decode step is compared with recompute
 DECODE_BATCHES = (1, 4, 16)  # batch sizes for decode's FLOPs per weight byte
 DEPTHS = (2, 4)              # layer counts for "training memory grows with depth, inference memory does not"
+PARALLEL = 16                # tokens per sequence for slide 9: one parallel pass vs one step per token
 
 PUBLISHED = {  # figures a formula is compared with (docs/formulas.md, "Published parameter counts")
     "gemma-2b total": (2_506_172_416, "HF safetensors metadata"),
@@ -76,6 +77,7 @@ class Claim:
     source: str = "counted"      # counted | allocated | measured | published | formula only
     formula: str = ""            # the formula in symbols
     note: str = ""               # why an approximation is off by what it is off by
+    slide: str = ""              # the slide(s) of the talk the row demonstrates (docs/notation.md, "The talk")
 
     @property
     def error(self) -> float:
@@ -114,7 +116,8 @@ class Claim:
         return {"section": self.section, "model": self.model, "claim": self.claim, "formula": self.formula,
                 "kind": self.kind, "expected": _jsonable(self.expected), "counted": _jsonable(self.counted),
                 "unit": self.unit, "source": self.source, "tolerance": self.tolerance,
-                "error": _jsonable(self.error), "ok": self.ok, "verdict": self.verdict, "note": self.note}
+                "error": _jsonable(self.error), "ok": self.ok, "verdict": self.verdict, "note": self.note,
+                "slide": self.slide}
 
 
 # ---- running the models --------------------------------------------------------------------------------------
@@ -134,6 +137,8 @@ class Run:
     kv_written: int                      # kv_cache bytes written by the prefill and every decode step
     positions: int                       # positions written per sequence (prompt + decode steps)
     decode_by_batch: dict[int, Counter]  # batch -> one decode step with PROMPT tokens cached
+    parallel: Counter | None = None      # one forward over PARALLEL tokens per sequence (slide 9)
+    serial: Counter | None = None        # the same tokens generated one step at a time: prefill 1, decode the rest
     saved_activations: int = 0           # memory.measure_saved_activations at (BATCH, SEQ)
     largest_activation: int = 0          # memory.largest_activation
     by_depth: dict[int, tuple[int, int]] = field(default_factory=dict)  # L -> (saved, inference peak)
@@ -182,6 +187,15 @@ def _run(name: str, say: Callable[[str], None]) -> Run:
         by_batch[b] = step
     run = Run(cfg, model, opt, train, infer, pre, steps, recompute, cache,
               everything.writes.get("kv_cache", 0), max_len, by_batch)
+    # Slide 9: training knows the whole sequence, so one pass predicts every next token; generating the same
+    # tokens takes one pass per token (teacher-forced here, so both runs see the same ids).
+    with count() as run.parallel:
+        model.forward(ids[:, :PARALLEL])
+    serial_cache = KVCache(cfg, BATCH, PARALLEL, DTYPE)
+    with count() as run.serial:
+        model.prefill(ids[:, :1], serial_cache)
+        for t in range(1, PARALLEL):
+            model.decode(ids[:, t], serial_cache)
 
     say(f"{name}: measuring saved activations and the inference peak at {' and '.join(map(str, DEPTHS))} "
         f"layer{'s' if max(DEPTHS) > 1 else ''}")
@@ -234,13 +248,50 @@ def run_checks(models: tuple[str, ...] = MODELS, progress: Callable[[str], None]
     _warm_up(say)
     runs = [_run(name, say) for name in models]
     claims: list[Claim] = []
-    for section in (_parameter_claims, _exact_claims, _compute_claims, _memory_claims, _kv_claims,
-                    _serving_claims):
+    for section in (_parameter_claims, _exact_claims, _compute_claims, _memory_claims, _parallel_claims,
+                    _kv_claims, _serving_claims):
         for run in runs:
             claims += section(run)
         if section is _parameter_claims:
             claims += _published_claims()
-    return claims + real_model_claims(say)
+    return _cite_slides(claims + real_model_claims(say))
+
+
+# The slide of the talk each section demonstrates (docs/notation.md, "The talk"), and the rows that show a
+# more specific one (matched by a phrase of the claim).
+SECTION_SLIDES = {"parameters": "5, 8", "exact": "6", "compute": "6", "memory": "7", "parallel": "9",
+                  "kv cache": "11", "serving": "14", "real models": "5, 14"}
+ROW_SLIDES = (("Gemma", "1, 5"), ("Adam", "7"), ("recompute", "10, 11"), ("decode, batch", "15"),
+              ("16-bit, batch", "15"), ("prefill matmuls", "14"), ("decode matmuls", "14"),
+              ("largest single activation", "7"), ("inference peak", "7"))
+
+
+def _cite_slides(claims: list[Claim]) -> list[Claim]:
+    for c in claims:
+        if not c.slide:
+            c.slide = next((slide for phrase, slide in ROW_SLIDES if phrase in c.claim),
+                           SECTION_SLIDES.get(c.section, ""))
+    return claims
+
+
+def _parallel_claims(run: Run) -> list[Claim]:
+    """Slide 9: a training-style forward over T known tokens makes T next-token predictions per sequence in one
+    pass; generating T tokens takes T passes, one after another, for the same linear-layer work."""
+    cfg, name, T = run.cfg, run.cfg.name, PARALLEL
+    head_rows = run.parallel.filter("lm_head").macs // (cfg.d_model * cfg.vocab_size)
+    passes = sum(1 for r in run.serial if r.name == "lm_head")
+    linear = F.forward_pass(cfg, BATCH, T, DTYPE).filter(op="matmul").flops
+    return [
+        Claim("parallel", name, f"one forward over T={T} known tokens: next-token predictions", BATCH * T,
+              head_rows, formula="B·T (logits rows of the one lm_head call)",
+              note="every position's next token is predicted at once: the whole sequence is known"),
+        Claim("parallel", name, f"generating T={T} tokens: passes through the model, one after another", T,
+              passes, formula="T (prefill 1 token, then T − 1 decode steps: one lm_head call each)"),
+        Claim("parallel", name, "  for the same linear-layer FLOPs as the one forward",
+              linear, run.serial.filter(op="matmul").flops, unit="FLOPs",
+              formula=f"forward_pass(cfg, {BATCH}, {T}) matmuls",
+              note="each token meets every weight once either way; the parallel pass does it in one go"),
+    ]
 
 
 # ---- the claims ----------------------------------------------------------------------------------------------
@@ -445,20 +496,30 @@ def _serving_claims(run: Run) -> list[Claim]:
                          note="biases cost 1 FLOP per output per sequence for 4 bytes" if cfg.bias else
                          "no biases here: 2 FLOPs per 4-byte weight per sequence, nothing else in the matmuls"))
     b = max(DECODE_BATCHES)
-    dec16 = _shape_only_decode(cfg, b, PROMPT, "bfloat16").filter(op="matmul")
+    executed = _shape_only_decode(cfg, b, PROMPT, "bfloat16", weights_from=run.model)
+    dec16 = executed.filter(op="matmul")
     out.append(Claim("serving", name, f"  16-bit, batch {b}: ≈ B FLOP per weight byte", b,
                      round(dec16.flops / _weights_read(dec16), 6), kind="approx", tolerance=0.01,
-                     unit="FLOP/B", source="counted by shape",
+                     unit="FLOP/B", source="counted (bf16)",
                      formula="2 FLOPs per weight per sequence / 2 bytes",
-                     note="a bfloat16 decode step run by shape (Transformer(..., shape_only=True)): the ops' own "
-                          "records at 2 bytes per weight" + (", plus the biases' 1 FLOP per output" if cfg.bias
-                                                               else "")))
+                     note="a bfloat16 decode step executed (weights, activations and KV cache in 16 bits, float32 "
+                          "arithmetic): the ops' own records at 2 bytes per weight" +
+                          (", plus the biases' 1 FLOP per output" if cfg.bias else "")))
+    by_shape = _shape_only_decode(cfg, b, PROMPT, "bfloat16")
+    out.append(Claim("serving", name, f"  16-bit, executed: bytes of a decode step (batch {b}) = counted by shape",
+                     by_shape.bytes, executed.bytes, unit="B", source="counted (bf16)",
+                     formula="Transformer(cfg, dtype='bfloat16', shape_only=True): the same ops, no data"))
     return out
 
 
-def _shape_only_decode(cfg: Config, B: int, t: int, dtype, weights=None) -> Counter:
-    """One decode step at context t + 1, counted from a shape-only run (nothing allocated)."""
-    model = Transformer(cfg, dtype=dtype, weight_dtype=weights, attention="fused", shape_only=True)
+def _shape_only_decode(cfg: Config, B: int, t: int, dtype, weights=None, weights_from=None) -> Counter:
+    """One decode step at context t + 1, counted from a shape-only run (nothing allocated), or executed for real
+    with the weights of the float model `weights_from` rounded to `dtype`."""
+    model = Transformer(cfg, dtype=dtype, weight_dtype=weights, attention="fused", shape_only=weights_from is None,
+                        init=False)
+    if weights_from is not None:
+        for name, view in model.params.items():
+            view[...] = weights_from.params[name]
     cache = model.new_cache(B, t + 1)
     model.prefill(np.zeros((B, t), dtype=np.int64), cache)
     with count() as c:
@@ -508,6 +569,7 @@ SECTIONS = {
     "exact": "EXACT COUNTS: the formulas predict every FLOP and byte the code moves",
     "compute": "COMPUTE: the rules of thumb, 2 FLOPs per parameter per token and training = 3 x inference",
     "memory": "MEMORY: training holds Adam's copies and every activation; inference a few activations",
+    "parallel": "TRAINING IS PARALLEL, GENERATION SERIAL: the whole sequence known at once, or one token at a time",
     "kv cache": "KV CACHE: memory traded for compute",
     "serving": "SERVING: prefill multiplies matrices by matrices, decode by vectors",
     "real models": "REAL MODELS, counted by shape: the same ops run with data-less arrays, nothing allocated",
@@ -559,18 +621,19 @@ def format_table(claims: list[Claim], header: str = "") -> str:
     w_claim = max(len(c.claim) for c in claims)
     w_model = max(len(c.model) for c in claims)
     w_num = max(max(len(cell) for cell in _cells(c)) for c in claims)
+    w_slide = max(len("slide"), max(len(c.slide) for c in claims))
     lines = [header] if header else []
     section = None
     for c in claims:
         if c.section != section:
             section = c.section
             lines += ["", SECTIONS.get(section, section.upper()),
-                      f"   {'claim':<{w_claim}}  {'model':<{w_model}}  {'formula':>{w_num}}  {'counted':>{w_num}}  "
-                      "verdict"]
+                      f"   {'claim':<{w_claim}}  {'model':<{w_model}}  {'slide':<{w_slide}}  {'formula':>{w_num}}  "
+                      f"{'counted':>{w_num}}  verdict"]
         src = "" if c.source == "counted" else f"  [{c.source}]"
         mark = "-- " if not c.counts else "ok " if c.ok else "XX "
         formula, counted = _cells(c)
-        lines.append(f"{mark}{c.claim:<{w_claim}}  {c.model:<{w_model}}  "
+        lines.append(f"{mark}{c.claim:<{w_claim}}  {c.model:<{w_model}}  {c.slide:<{w_slide}}  "
                      f"{formula:>{w_num}}  {counted:>{w_num}}  {c.verdict}{src}")
         if c.note and c.kind != "exact":
             lines.append(textwrap.fill(c.note, width=NOTE_WIDTH, initial_indent=" " * 6,
@@ -579,7 +642,8 @@ def format_table(claims: list[Claim], header: str = "") -> str:
 
 
 def header() -> str:
-    lines = ["minitx check: the talk's arithmetic, formula (minitx.formulas) vs execution (minitx.count)"]
+    lines = ["minitx check: the talk's arithmetic, formula (minitx.formulas) vs execution (minitx.count); "
+             "'slide' cites the talk (docs/notation.md)"]
     for name in MODELS:
         cfg = Config.preset(name)
         attn = "multi-head" if cfg.n_kv_heads == cfg.n_heads else f"GQA {cfg.n_heads}q/{cfg.n_kv_heads}kv heads"

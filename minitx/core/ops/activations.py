@@ -25,6 +25,7 @@ from numba import njit
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..shaped import empty, is_shaped
+from .half import call_f32
 
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
@@ -154,15 +155,16 @@ def _gated_bwd(dout, u, du, use_gelu, approx):
 
 def activation_forward(u: np.ndarray, kind: str, name: str) -> tuple[np.ndarray, ActCache]:
     """gelu_tanh: (N, F) -> (N, F); swiglu/geglu: (N, 2F) [gate | up] -> (N, F)."""
-    # The fast tanh only for float32: float64 runs (gradient checks) need libm's full precision.
-    approx = u.dtype == np.float32
+    # The fast tanh only for float32 arithmetic (16-bit models compute in float32: minitx.core.ops.half):
+    # float64 runs (gradient checks) need libm's full precision.
+    approx = u.dtype != np.float64
     out = empty((u.shape[0], u.shape[1] if kind == "gelu_tanh" else u.shape[1] // 2), u.dtype, like=u)
     if is_shaped(u):
         pass                              # by shape: nothing to compute, the cost is recorded below
     elif kind == "gelu_tanh":
-        _gelu_fwd(u, out, approx)
+        call_f32(_gelu_fwd, u, out, approx, outputs=(1,))
     else:
-        _gated_fwd(u, out, kind == "geglu", approx)
+        call_f32(_gated_fwd, u, out, kind == "geglu", approx, outputs=(1,))
     if counting():
         record(name, "activation", _FWD_FLOPS[kind] * out.size, reads=(("activations", nbytes(u)),),
                writes=(("activations", nbytes(out)),))

@@ -39,6 +39,7 @@ from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..batch import Block, TokenBatch
 from ..shaped import empty, is_shaped
+from .half import call_f32, is_half, widen
 
 
 class SplitCache(NamedTuple):
@@ -193,7 +194,9 @@ def split_forward(qkv: np.ndarray, batch: TokenBatch, n_heads: int, cos: np.ndar
     # Numba compiles a kernel per argument type, and None is a type of its own: "no RoPE" is an empty table.
     none = np.empty((0, HS // 2), dtype=qkv.dtype)
     rope = cos is not None
-    if not is_shaped(qkv, k_pool):
+    if not is_shaped(qkv, k_pool) and (is_half(qkv) or is_half(k_pool)):
+        _split_half(qkv, batch, n_heads, cos, sin, q, k_pool, v_pool, table)
+    elif not is_shaped(qkv, k_pool):
         _split_fwd(qkv, batch.pos, batch.block_array, cos if rope else none, sin if rope else none, n_heads, KV, q,
                    k_pool, v_pool, table)
     if counting():
@@ -204,6 +207,29 @@ def split_forward(qkv: np.ndarray, batch: TokenBatch, n_heads: int, cos: np.ndar
                reads=(("activations", nbytes(qkv, batch.pos)), ("weights", tables)),
                writes=(("activations", nbytes(q)), (kv_category, kv_written)))
     return q, SplitCache(batch, cos, sin, n_heads)
+
+
+def _split_half(qkv, batch: TokenBatch, n_heads: int, cos, sin, q, k_pool, v_pool, table) -> None:
+    """split_forward's work for 16-bit arrays (minitx.core.ops.half): the float32 kernel rotates and lays out q,
+    and writes each token's k and v into float32 rows of its own (token r in row r of a one-column pool, through
+    a table of its own: own[slot, p] = r); then q is rounded into place, and the k, v rows into the store's pools
+    at (table[slot, (p // X) mod width], p mod X), where the float kernel would have written them."""
+    N = qkv.shape[0]
+    KV, X, HS = k_pool.shape[1], k_pool.shape[2], k_pool.shape[3]
+    slot = np.empty(N, dtype=np.int64)                          # each token's sequence slot
+    for blk in batch.blocks:
+        slot[blk.rows] = np.repeat(np.arange(blk.slot, blk.slot + blk.b), blk.n)
+    own = np.zeros((batch.n_slots, int(batch.pos.max()) + 1), dtype=np.int64)
+    own[slot, batch.pos] = np.arange(N)
+    k_rows, v_rows = np.empty((N, KV, 1, HS), np.float32), np.empty((N, KV, 1, HS), np.float32)
+    q32 = np.empty(q.shape, np.float32)
+    none = np.empty((0, HS // 2), dtype=np.float32)
+    _split_fwd(widen(qkv), batch.pos, batch.block_array, none if cos is None else widen(cos),
+               none if sin is None else widen(sin), n_heads, KV, q32, k_rows, v_rows, own)
+    q[...] = q32
+    rows, cols = table[slot, (batch.pos // X) % table.shape[1]], batch.pos % X
+    k_pool[rows, :, cols, :] = k_rows[:, :, 0, :]               # (N, KV, HS) rounded to the pools' 16 bits
+    v_pool[rows, :, cols, :] = v_rows[:, :, 0, :]
 
 
 def split_backward(dq: np.ndarray, dk: np.ndarray, dv: np.ndarray, cache: SplitCache, name: str) -> np.ndarray:
@@ -262,7 +288,11 @@ def _head_matmul_forward(a: np.ndarray, kv: np.ndarray, transposed: bool, name: 
     # training (S = T) that computes T² scores of which T(T+1)/2 are used; in decode (n = 1) nothing is wasted,
     # since the one query sees every key.
     out = empty((B, NH, T, S if transposed else HS), a.dtype, like=a)
-    if not is_shaped(a, kv):
+    if not is_shaped(a, kv) and (is_half(a) or is_half(kv)):
+        # 16-bit q, probabilities or cache: BLAS on float32 copies, rounded once into out (minitx.core.ops.half)
+        k32 = widen(kv)
+        _grouped(out, KV)[...] = np.matmul(_grouped(widen(a), KV), k32.transpose(0, 1, 3, 2) if transposed else k32)
+    elif not is_shaped(a, kv):
         np.matmul(_grouped(a, KV), kv.transpose(0, 1, 3, 2) if transposed else kv, out=_grouped(out, KV))
     if counting():
         # counted as executed, masked entries included (minitx.conventions)
@@ -402,7 +432,7 @@ def softmax_forward(scores: np.ndarray, pos: np.ndarray, scale: float, name: str
     B, NH, T, S = scores.shape
     probs = empty(scores.shape, scores.dtype, like=scores)   # every entry written: visible ones, masked ones 0
     if not is_shaped(scores):
-        _softmax_fwd(scores, pos, scale, window, probs)
+        call_f32(_softmax_fwd, scores, pos, scale, window, probs, outputs=(4,))
     if counting():
         # only the visible entries: the loops never touch the masked ones except to write their zero
         per_entry, per_row = cv.SOFTMAX_FWD

@@ -17,6 +17,7 @@ from numba import njit
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..shaped import empty, is_shaped
+from .half import call_f32, is_half, widen
 
 
 class EmbedCache(NamedTuple):
@@ -88,7 +89,14 @@ def embedding_forward(tokens: np.ndarray, pos: np.ndarray | None, wte: np.ndarra
     out = empty((N, C), wte.dtype, like=wte)
     # Numba compiles one signature per argument types and None is a type of its own: "no table" is an empty
     # (0, C) array, "no positions" the tokens again (never read), "no scale" 1.0.
-    if not is_shaped(wte):
+    if not is_shaped(wte) and is_half(wte):
+        # 16-bit tables: gather the N rows first (only they are read), then the float32 kernel runs over them
+        # in order (ids 0..N-1) and its output is rounded to 16 bits (minitx.core.ops.half)
+        rows = np.arange(N, dtype=np.int64)
+        table_pos = widen(wpe[pos]) if wpe is not None else np.empty((0, C), dtype=np.float32)
+        call_f32(_embed_fwd, rows, rows, widen(wte[tokens]), table_pos, 1.0 if scale is None else scale, out,
+                 outputs=(5,))
+    elif not is_shaped(wte):
         none = np.empty((0, C), dtype=wte.dtype)
         _embed_fwd(tokens, pos if pos is not None else tokens, wte, wpe if wpe is not None else none,
                    1.0 if scale is None else scale, out)

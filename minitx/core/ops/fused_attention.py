@@ -56,6 +56,7 @@ from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..batch import TokenBatch
 from ..shaped import empty, is_shaped
+from .half import is_half, widen
 
 
 @njit(cache=True, error_model="numpy")
@@ -245,10 +246,12 @@ def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, 
     N = pos.shape[0]
     if q.ndim != 1 or q.size != N * n_heads * HS:
         raise ValueError(f"q must be a flat (N·NH·HS,) = ({N * n_heads * HS},) buffer, got {q.shape}")
-    # The kernel runs in float32 or float64; shape-only arrays (any dtype, bfloat16 included) never reach it.
-    if not is_shaped(q, k_pool, v_pool) and any(a.dtype not in (np.float32, np.float64) for a in (q, k_pool, v_pool)):
-        raise ValueError(f"the fused kernel runs on float32/float64 arrays, got q {q.dtype}, pools {k_pool.dtype}, "
-                         f"{v_pool.dtype}")
+    # The kernel runs in float32 or float64; 16-bit arrays are widened for it (fused_attention_forward), and
+    # shape-only arrays (any dtype) never reach it.
+    if not is_shaped(q, k_pool, v_pool) and any(a.dtype.name not in ("float32", "float64", "bfloat16", "float16")
+                                                for a in (q, k_pool, v_pool)):
+        raise ValueError(f"the fused kernel runs on float64/float32/bfloat16/float16 arrays, got q {q.dtype}, pools "
+                         f"{k_pool.dtype}, {v_pool.dtype}")
     if pos.dtype != np.int64 or table.dtype != np.int64 or table.ndim != 2 or table.shape[1] < 1:
         raise ValueError("positions and the block table must be int64, the table (slots, rows per slot)")
     start, slot, b, n, p = blocks.T
@@ -288,7 +291,7 @@ def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, 
 
 def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarray, table: np.ndarray,
                             batch: TokenBatch, n_heads: int, scale: float, window: int | None, name: str,
-                            kv_category: str = "activations") -> np.ndarray:
+                            kv_category: str = "activations", record_cost: bool = True) -> np.ndarray:
     """q (N·NH·HS,) from split_forward, k_pool and v_pool (R, KV, X, HS) holding every key the batch needs,
     table (slots, rows/slot) int64 -> out (N, NH·HS): softmax(scale · q kᵀ) v over each query's visible keys
     (i − W < j ≤ i with window W, else 0 ≤ j ≤ i), each token's heads side by side. Forward only."""
@@ -296,7 +299,14 @@ def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarra
     blocks = batch.block_array
     lo, hi = block_key_span(blocks, window)
     out = empty((N, n_heads * HS), q.dtype, like=q)
-    if not is_shaped(q, k_pool, v_pool):
+    if not is_shaped(q, k_pool, v_pool) and any(is_half(a) for a in (q, k_pool, v_pool)):
+        # 16-bit (minitx.core.ops.half): the kernel runs in float32 on q and on float32 copies of the pool rows
+        # this batch's slots use (a table renumbered to match), and its output is rounded to 16 bits at the end.
+        # The copies are this CPU kernel's scratch, like kt below, not the model's memory traffic: the counts
+        # below are those of the arrays handed in.
+        out[...] = fused_attention_forward(*_widened(q, k_pool, v_pool, table, blocks), batch, n_heads, scale,
+                                           window, name, kv_category, record_cost=False)
+    elif not is_shaped(q, k_pool, v_pool):
         # Scratch, allocated once per call and reused by every block: one sequence's keys of one kv head,
         # transposed (kt, in the pools' dtype; only blocks of n > 1 tokens use it), one tile of them (kt_tile, for
         # n = 1), where each of its positions lives (rows, cols), and the online softmax's state for the G query
@@ -312,7 +322,7 @@ def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarra
         # Numba compiles a kernel per argument type and None is a type of its own: "no window" arrives as 0.
         _fused_fwd(q, k_pool, v_pool, table, batch.pos, blocks, n_heads, float(scale), int(window or 0), tile,
                    kt, kt_tile, rows, cols, sc, o, m, l, out)
-    if counting():
+    if counting() and record_cost:
         flops, macs = fused_attention_flops(batch.pos, n_heads, HS, window)
         # each block's keys and values, once per sequence: positions lo..hi-1 (minitx.conventions)
         kv_read = 2 * KV * HS * k_pool.itemsize * int((blocks[:, 2] * (hi - lo)).sum())
@@ -320,6 +330,19 @@ def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarra
                reads=(("activations", nbytes(q, batch.pos)), (kv_category, kv_read)),
                writes=(("activations", nbytes(out)),))
     return out
+
+
+def _widened(q, k_pool, v_pool, table, blocks):
+    """float32 q, and float32 copies of the pool rows the blocks' slots hold (already checked by _check), with a
+    table renumbered to point into the copies: what the kernel reads for a 16-bit model."""
+    slots = np.concatenate([np.arange(s, s + b) for s, b in zip(blocks[:, 1], blocks[:, 2])])
+    used = table[slots]
+    rows = np.unique(used[used >= 0])
+    renumber = np.full(k_pool.shape[0], -1, dtype=np.int64)
+    renumber[rows] = np.arange(rows.size)
+    own = np.where(table >= 0, renumber[np.clip(table, 0, k_pool.shape[0] - 1)], -1)
+    return (widen(q), k_pool[rows].astype(np.float32), v_pool[rows].astype(np.float32),
+            np.ascontiguousarray(own, dtype=np.int64))
 
 
 def fused_attention_flops(pos: np.ndarray, n_heads: int, head_dim: int, window: int | None) -> tuple[int, int]:

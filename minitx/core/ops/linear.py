@@ -18,6 +18,8 @@ from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..quantize import QuantizedWeight, quantized_matmul
 from ..shaped import empty, is_shaped
+from .half import is_half
+from .half_linear import half_matmul
 
 
 class LinearCache(NamedTuple):
@@ -37,12 +39,16 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, name: str
     (N, K), M = x.shape, (w.shape[0] if transposed else w.shape[1])
     out = empty((N, M), x.dtype, like=x)
     if not is_shaped(x):
+        # Weights narrower than what the kernel computes in (int8/int4, bfloat16/float16) are widened inside
+        # the kernel, one weight at a time, with the bias added in float32 before the one rounding into out.
         if quantized:
-            quantized_matmul(x, w, out)     # dequantizes each weight once, inside the kernel (minitx.core.quantize)
+            quantized_matmul(x, w, b, out)  # dequantizes each weight once, inside the kernel (minitx.core.quantize)
+        elif is_half(w):
+            half_matmul(x, w, b, out, transposed)      # minitx.core.ops.half_linear
         else:
             np.matmul(x, w.T if transposed else w, out=out)
-        if b is not None:
-            out += b                    # broadcast over the N rows, in place: no second (N, M) temporary
+            if b is not None:
+                out += b                # broadcast over the N rows, in place: no second (N, M) temporary
     if counting():
         macs = N * K * M
         bias = b is not None

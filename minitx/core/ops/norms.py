@@ -16,6 +16,7 @@ from numba import njit
 from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..shaped import empty, is_shaped
+from .half import call_f32, compute_dtype, widen
 
 
 class NormCache(NamedTuple):
@@ -158,15 +159,18 @@ def norm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, kind: str, 
     N, C = x.shape
     # Gemma stores w and applies 1 + w (so zero-initialised w means "no scaling"). Since ∂(1 + w)/∂w = 1, the
     # kernels treat w_eff as the weight, and the dw they write is also the gradient of the stored w.
+    # A 16-bit model computes 1 + w in float32, as Hugging Face's Gemma does (1 + w rounded to 16 bits would
+    # lose the small w's low bits), and runs the float32 kernel on widened rows (minitx.core.ops.half).
     real = not is_shaped(x, w)
-    w_eff = ((1.0 + w).astype(x.dtype) if real else empty(w.shape, x.dtype, like=w)) if unit_offset else w
+    w_eff = ((1.0 + widen(w)).astype(compute_dtype(x.dtype)) if real else empty(w.shape, x.dtype, like=w)) \
+        if unit_offset else w
     out = empty(x.shape, x.dtype, like=x)
     rstd = empty((N,), x.dtype, like=x)
     mean = empty((N,), x.dtype, like=x) if kind == "layernorm" else None
     if real and kind == "layernorm":
-        _layernorm_fwd(x, w_eff, b, eps, out, mean, rstd)
+        call_f32(_layernorm_fwd, x, w_eff, b, eps, out, mean, rstd, outputs=(4, 5, 6))
     elif real:
-        _rmsnorm_fwd(x, w_eff, eps, out, rstd)
+        call_f32(_rmsnorm_fwd, x, w_eff, eps, out, rstd, outputs=(3, 4))
     if counting():
         per_elem, per_row = cv.LAYERNORM_FWD if kind == "layernorm" else cv.RMSNORM_FWD
         flops = N * (per_elem * C + per_row) + (cv.NORM_UNIT_OFFSET * C if unit_offset else 0)
