@@ -29,7 +29,7 @@ import minitx
 from minitx import Config, Transformer, count, formulas
 
 # %% [markdown]
-# ## 1. Bytes per step: counted, by shape, by formula
+# ## 1. Bytes per step: counted, by shape, by formula (slides 13, 14)
 #
 # A model in bfloat16 stores weights, activations and KV cache in 16 bits and computes in float32; `minitx.quantize`
 # stores the layers' matrices as int8 or int4 with float16 scales and dequantizes them inside the matmul kernel.
@@ -61,7 +61,7 @@ for fmt, model in models.items():
           f"{want:>12,}")
 
 # %% [markdown]
-# ## 2. Accuracy: Hugging Face checkpoints (the test fixtures) at every precision
+# ## 2. Accuracy: Hugging Face checkpoints (the test fixtures) at every precision (slide 5)
 #
 # The logits' largest difference from the float32 model, and how many greedy tokens (of each continuation the
 # fixture holds) come out the same as float32's. bfloat16 keeps 8 bits of mantissa (about 2–3 decimal digits),
@@ -89,7 +89,7 @@ for name in ("gpt2_tiny", "llama_tiny_gqa", "mistral_tiny", "gemma_tiny"):
         print(f"{name:<16}{fmt:<10}{err:>13.4f}{agree:>9} / {sum(len(t) for t in paths)}")
 
 # %% [markdown]
-# ## 3. A model trained by `minitx train`: validation loss at each precision
+# ## 3. A model trained by `minitx train`: validation loss at each precision (slide 5)
 #
 # Train a tiny byte-level Llama for a few seconds, then score the same validation windows (the held-out tail of
 # the corpus) in each format: mean next-byte cross-entropy, computed here in float64 from each model's logits.
@@ -123,7 +123,7 @@ print(f"validation loss: float32 {val_loss(trained):.4f}, bfloat16 {val_loss(hal
       f"int4 {val_loss(minitx.quantize(trained, 'int4', group_size=16)):.4f}   (ln 256 = {np.log(256):.2f})")
 
 # %% [markdown]
-# ## 4. Speed: decode a model too big for the caches
+# ## 4. Speed: decode a model too big for the caches (slides 13, 14)
 #
 # A Llama-style model of 4 layers, C = 1024, vocabulary 2048: 56 M parameters, 225 MB in float32 (the
 # benchmark, `benchmarks/decode_precision.py`, runs 8 layers). Every step at B = 1 is timed with `minitx.timed`

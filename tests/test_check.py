@@ -198,3 +198,55 @@ def test_real_run_rows_read_as_the_review_asked(claims):
         assert sixteen["kind"] == "approx" and sixteen["source"] == "counted (bf16)" and sixteen["ok"]
     llama = _find(claims, "small-llama", ["vocabulary tables"])[0]
     assert "untied head" in llama["claim"] and llama["formula"].startswith("2·V·C / P")
+
+
+# ---- serving many users (slides 12, 15, 16): the engine executed, its steps timed on an H100's roofline ---------
+
+def test_many_users_rows_are_there_for_both_models_with_their_slides(claims):
+    for model in check.MODELS:
+        rows = [c for c in claims if c["model"] == model and c["section"] == "many users"]
+        assert len(rows) == 9, [c["claim"] for c in rows]
+        assert all(c["ok"] for c in rows), [c for c in rows if not c["ok"]]
+        assert sorted(c["slide"] for c in rows) == ["12"] * 3 + ["15"] * 3 + ["16"] * 3
+        # the exact rows compare the engine's counted seconds with the closed forms (or the simulator's), never
+        # with another engine run; the others are stated bounds
+        assert {c["kind"] for c in rows} == {"exact", "at_most"}
+        assert all(c["formula"] for c in rows)
+
+
+def test_batching_raises_throughput_with_diminishing_returns_and_raises_ttft(claims):
+    for model in check.MODELS:
+        rise = _find(claims, model, ["static batch of B = 1 → 32", "tok/s"])[0]
+        assert rise["kind"] == "exact" and rise["counted"] > 1          # throughput rises with B ...
+        falls = _find(claims, model, ["each doubling of B gains less"])[0]
+        assert falls["kind"] == "at_most" and falls["expected"] == 1 and falls["counted"] < 1   # ... less and less
+        assert falls["note"].count("×") == len(check.SERVE_BATCHES) - 1
+        ttft = _find(claims, model, ["TTFT, B = 32 ÷ B = 1"])[0]
+        assert ttft["kind"] == "exact" and ttft["counted"] > 1          # TTFT rises with B
+        assert "slide 15's text says batching lowers it" in ttft["claim"]
+
+
+def test_continuous_batching_serves_more_at_lower_latency(claims):
+    for model in check.MODELS:
+        ratio = _find(claims, model, ["continuous ÷ static batching", "tok/s"])[0]
+        assert ratio["kind"] == "exact" and ratio["counted"] > 1 and "simulate" in ratio["formula"]
+        for words in (["continuous's TTFT p50 ÷ static's"], ["continuous's latency p50"]):
+            row = _find(claims, model, words)[0]
+            assert row["kind"] == "at_most" and row["expected"] == 1 and row["counted"] <= 1
+
+
+def test_kv_waste_rows_match_the_arithmetic_by_hand(claims):
+    # 4 requests, prompts of 8, 24 new tokens each; step k (0 = the prefill) leaves each sequence L = 8 + k
+    # positions, L = 8 .. 31, 24 steps. Blocks of 16.
+    assert (check.KV_PROMPT, check.KV_GEN, check.KV_BLOCK) == (8, 24, 16)
+    # paged: L ≤ 16 holds one block (16 − L empty), L = 17 .. 31 two (32 − L empty):
+    #   mean waste = (Σ_{L=8}^{16} (16 − L)/16 + Σ_{L=17}^{31} (32 − L)/32) / 24 = (36/16 + 120/32) / 24 = 25%
+    paged = 100 * (36 / 16 + 120 / 32) / 24
+    # contiguous: prompt + cap = 32 positions reserved from the start: Σ_{L=8}^{31} (32 − L)/32 / 24 = 300/32/24
+    contiguous = 100 * (300 / 32) / 24
+    for model in check.MODELS:
+        assert _find(claims, model, ["paged KV, blocks of 16: kv_waste"])[0]["counted"] == paged == 25.0
+        assert _find(claims, model, ["contiguous KV", "kv_waste"])[0]["counted"] == contiguous == 39.0625
+        # the worst step: L = 17 has just taken its second block, 32 − 17 = 15 = block_size − 1 positions empty
+        empty = _find(claims, model, ["empty reserved positions per sequence"])[0]
+        assert empty["kind"] == "at_most" and empty["expected"] == 15 and empty["counted"] == 32 - 17

@@ -28,7 +28,7 @@ SOLUTIONS = ROOT / "lessons" / "solutions"
 EXERCISE_FILES = ROOT / "lessons" / "exercises"
 
 
-FAST_EXPERIMENT = experiment.Settings(models=("small-gpt2",), batches=(1, 16, 64))
+FAST_EXPERIMENT = experiment.Settings(models=("small-gpt2",), batches=(1, 16, 64), machine_seconds=0.5)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,6 +37,14 @@ def fast_experiment():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(experiment, "SETTINGS", FAST_EXPERIMENT)
         yield
+
+
+def _skip_if_too_noisy(result):
+    """The measured exercise on a machine too busy to conclude: the grader says so (tested below with a forced
+    noise), and so does this test, rather than pass or fail on a measurement nobody can trust."""
+    if result.status == "inconclusive":
+        assert "too noisy" in result.message
+        pytest.skip(f"this machine was too noisy to measure: {result.message}")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +75,7 @@ def test_every_exercise_has_a_solution_and_a_stub(sol):
 @pytest.mark.parametrize("name", list(exercises.BY_NAME))
 def test_the_solution_passes_every_case(sol, name):
     result = grade.check(sol[name])
+    _skip_if_too_noisy(result)
     assert result.status == "passed", (result.message, [(c.case.label, c.expected, c.answer)
                                                          for c in result.failing[:3]])
     assert len(result.cases) >= (3 if exercises.BY_NAME[name].within else 10) and not result.diagnosis
@@ -280,12 +289,11 @@ def _everything_quantized(s):
 
 def _bare_roofline(s):
     """What a student computes from `minitx hw --measure` alone: the whole step's max(FLOPs / peak, weight bytes /
-    bandwidth), 2·P·B FLOPs and the 4·P bytes of the float32 weights, with no overhead at all."""
-    import minitx
-    cpu = minitx.hardware.get("this-machine")
-
+    bandwidth), 2·P·B FLOPs and the 4·P bytes of the float32 weights, with no overhead at all. The peak and
+    bandwidth are the ones the grader measured beside the decode (the report prints them): measured again here,
+    on a busy machine, they could be anything."""
     def tokens_per_s(c, B, t1, t16):
-        P = s["count_params"](c)
+        cpu, P = experiment.machine(c), s["count_params"](c)
         return B / max(2 * P * B / cpu.peak("fp32"), 4 * P / cpu.bandwidth)
     return tokens_per_s
 
@@ -299,7 +307,8 @@ def _critical_without_kv(s, c, hw, t):
     import minitx
     chip = minitx.hardware.get(hw)
     ridge = chip.peak("bf16") / chip.bandwidth
-    weights = s["decode_step_bytes"](c, 1, t, 2) - (s["decode_step_bytes"](c, 2, t, 2) - s["decode_step_bytes"](c, 1, t, 2))
+    one, two = s["decode_step_bytes"](c, 1, t, 2), s["decode_step_bytes"](c, 2, t, 2)
+    weights = one - (two - one)
     return max(1, math.ceil(ridge * weights / s["decode_step_flops"](c, 1, t)))
 
 
@@ -330,6 +339,7 @@ def test_the_catalogue_covers_every_exercise_three_times(sol):
 def test_a_wrong_answer_fails_with_its_diagnosis(sol, name, i):
     what, fn, phrase = _catalogue(sol)[name][i]
     result = grade.check(fn, name)
+    _skip_if_too_noisy(result)
     assert result.status == "failed", (what, result.status, result.message)
     said = " ".join(result.diagnosis) + " " + " ".join(c.hint for c in result.failing)
     assert phrase in said, f"{name}, {what}: {phrase!r} not in {said[:600]!r}"
@@ -387,7 +397,8 @@ def test_the_experiment_hands_over_the_measured_anchors_and_grades_against_the_m
         assert experiment.tokens_per_s(case) == case.arg("batch") / p.measured
     result = grade.check(sol["decode_tokens_per_s"])
     table = "\n".join(result.details)
-    assert result.passed and "measured tok/s" in table and "roofline tok/s" in table and len(result.details) == 4
+    assert result.passed and "measured tok/s" in table and "roofline tok/s" in table
+    assert "BLAS on one thread: fp32 peak" in result.details[0] and len(result.details) == 2 + len(cases)
 
 
 def test_a_noisy_batch_is_measured_again_and_the_quietest_run_kept(monkeypatch):
@@ -402,7 +413,7 @@ def test_a_noisy_batch_is_measured_again_and_the_quietest_run_kept(monkeypatch):
         return [MeasuredPoint(b, b * 1e-3, 1e-4, 1.0, "memory", Timing(tuple(x * b * 1e-3 for x in spread)))
                 for b in batches]
     monkeypatch.setattr(experiment, "measure_decode_sweep", fake_sweep)
-    points = experiment.measure(grid.preset("tiny-gpt2"), (1, 4, 16), experiment.Settings())
+    points = experiment.measure(grid.preset("tiny-gpt2"), (1, 4, 16), experiment.Settings(), machine=None)
     assert runs == [(1, 4, 16), (1, 4, 16)] and not any(p.timing.noisy for p in points.values())
 
 
@@ -414,3 +425,9 @@ def test_a_miss_on_a_noisy_measurement_is_inconclusive_not_a_failure(sol):
     assert result.status == "inconclusive" and not result.passed and "too noisy" in result.message
     right = [grade._call(sol["decode_tokens_per_s"], case.args) for case in noisy.cases()]
     assert grade.grade_answers(noisy, right).status == "passed"      # noise never fails a right answer
+
+
+def test_a_measurement_that_cannot_finish_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(experiment, "MEASURE_TIMEOUT", 0.01)
+    with pytest.raises(OSError, match="could not measure this machine's decode"):
+        experiment.measure_pinned([grid.preset("small-gpt2")], (1, 16), FAST_EXPERIMENT)

@@ -9,7 +9,7 @@ from minitx.teaching import check
 
 ROOT = Path(__file__).resolve().parent.parent
 CITED = ("01_parameters.py", "02_memory.py", "03_compute.py", "04_kv_cache.py", "05_prefill_decode.py",
-         "06_batching.py", "07_self_hosting.py")
+         "06_batching.py", "07_self_hosting.py", "08_serving.py", "09_precision.py")
 
 
 def _slides(text: str) -> list[int]:
@@ -42,3 +42,14 @@ def test_the_docs_name_the_talk_so_citations_resolve():
         assert fact in notation
     listed = re.findall(r"^(\d+)\. \*\*", notation, flags=re.M)
     assert [int(n) for n in listed] == list(range(1, 19))
+
+
+def test_every_exercise_names_its_slide():
+    """Each graded exercise (minitx grade) and each exercise file's title cite the slides they practise."""
+    from minitx.teaching.grade import exercises
+    for e in exercises.EXERCISES:
+        assert e.slide.startswith("slide") and all(1 <= n <= 18 for n in _slides(e.slide)), e.name
+    for path in sorted((ROOT / "lessons" / "exercises").glob("ex*.py")):
+        title = path.read_text().splitlines()[1]
+        cited = re.search(r"\(slides? ([\d, ]+(?:(?:and|to) \d+)?)\)$", title)     # "slides 13 to 16"
+        assert cited and all(1 <= n <= 18 for n in _slides(cited.group(1))), (path.name, title)

@@ -104,6 +104,7 @@ PICTURES = {
     "04_kv_cache.py": ("04_kv_cache_growth",),
     "05_prefill_decode.py": ("05_measured_vs_roofline_cpu", "05_roofline_llama_3_8b_h100"),
     "06_batching.py": ("06_decode_batches_on_the_roofline", "06_batch_sweep_h100", "06_batch_sweep_this_cpu"),
+    "08_serving.py": ("08_llama_3_8b_h100_serving",),
 }
 
 

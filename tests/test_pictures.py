@@ -9,6 +9,7 @@ matplotlib.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -150,6 +151,11 @@ def _tiny_chart():
     return plots.precision_chart({"float32": 4e6, "bfloat16": 2e6}, 1_000_000)
 
 
+@functools.lru_cache(maxsize=1)
+def _one_chart():
+    return _tiny_chart()
+
+
 def test_as_a_script_a_picture_is_saved_and_never_over_an_existing_file(tmp_path, monkeypatch):
     monkeypatch.setenv(plots.FIGURES_ENV, str(tmp_path))
     mine = tmp_path / "02_memory.png"
@@ -162,9 +168,11 @@ def test_as_a_script_a_picture_is_saved_and_never_over_an_existing_file(tmp_path
     assert (tmp_path / "02_memory-3.png").exists()
 
 
-def test_without_a_chosen_folder_a_run_gets_a_fresh_temporary_one(monkeypatch):
+def test_without_a_chosen_folder_a_run_gets_a_fresh_temporary_one(monkeypatch, tmp_path):
+    import tempfile
     monkeypatch.delenv(plots.FIGURES_ENV, raising=False)
     monkeypatch.setattr(plots, "_run_folder", None)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))         # the test's own temporary space
     line = plots.draw("05_roofline", lambda: _tiny_chart())
     folder = plots.figures_folder()
     assert os.path.basename(folder).startswith("minitx-figures-") and folder in line
@@ -185,12 +193,12 @@ def test_a_folder_that_is_a_file_is_refused(tmp_path, monkeypatch):
         plots.draw("x", lambda: _tiny_chart())
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(name=st.one_of(st.text(max_size=120), st.integers(), st.none(), st.just("../escape"),
                       st.just("a/b"), st.just("x.png"), st.just("")))
 def test_a_picture_name_is_a_plain_file_name_or_a_clear_error(name, tmp_path_factory):
     folder = tmp_path_factory.mktemp("figs")
-    fig = _tiny_chart()
+    fig = _one_chart()
     try:
         path = plots.save_new(fig, str(folder), name)
     except ValueError as error:
@@ -199,3 +207,27 @@ def test_a_picture_name_is_a_plain_file_name_or_a_clear_error(name, tmp_path_fac
         assert os.path.dirname(path) == str(folder) and os.path.basename(path) == f"{name}.png"
     with pytest.raises(TypeError, match="chart"):
         plots.draw("ok", "not a chart")
+
+
+GARBAGE = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=5),
+                    st.lists(st.integers(-5, 5), max_size=3),
+                    st.dictionaries(st.text(max_size=3), st.one_of(st.floats(allow_nan=True), st.integers(-9, 9),
+                                                                   st.text(max_size=3),
+                                                                   st.tuples(st.lists(st.integers(-3, 9), max_size=3),
+                                                                             st.lists(st.integers(-3, 9), max_size=3))),
+                                    max_size=3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(chart=st.sampled_from(["kv", "memory", "precision"]), data=GARBAGE, number=st.one_of(st.integers(), st.none(),
+                                                                                          st.floats()))
+def test_a_chart_given_garbage_raises_a_clear_error_or_draws(chart, data, number):
+    call = {"kv": lambda: plots.kv_cache_chart(data),
+            "memory": lambda: plots.memory_chart({"panel": data}),
+            "precision": lambda: plots.precision_chart(data, number)}[chart]
+    try:
+        fig = call()
+    except (ValueError, TypeError) as error:
+        assert any(arg in str(error) for arg in ("series", "panels", "stored", "parameters")), error
+    else:
+        assert fig.axes

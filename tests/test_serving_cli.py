@@ -101,6 +101,13 @@ def test_roofline_plot(capsys, tmp_path):
                          "--gen", "16", "--plot", str(target))
     assert code == 0, err
     assert target.stat().st_size > 1000 and str(target) in out
+    # a second run does not replace the picture without --overwrite, and says so before any work
+    before = target.read_bytes()
+    code, out, err = run(capsys, "roofline", "small-gpt2", "--hw", "l4", "--batch", "1", "--plot", str(target))
+    assert code == 2 and "exists; pass --overwrite" in err and target.read_bytes() == before
+    code, out, err = run(capsys, "roofline", "small-gpt2", "--hw", "l4", "--batch", "1", "--prompt", "32",
+                         "--gen", "16", "--plot", str(target), "--overwrite")
+    assert code == 0, err
 
 
 def test_roofline_plot_without_matplotlib(capsys, tmp_path, monkeypatch):

@@ -8,9 +8,10 @@
     --json                                 the verdicts as JSON
 
 Exit status: 0 when every exercise found passes; 1 when any fails (wrong, not attempted, raised, timed out,
-crashed, or a float where an int belongs) or a file does not load (a syntax error, an exception or sys.exit at
-its top level); 2 for a usage error (no such file, a file that loads but defines no exercise, an existing
-grades file without --force).
+crashed, or a float where an int belongs), when the measured exercise (decode_tokens_per_s) is inconclusive
+because this machine was too noisy to measure, or when a file does not load (a syntax error, an exception or
+sys.exit at its top level); 2 for a usage error (no such file, a file that loads but defines no exercise, an
+existing grades file without --force).
 """
 from __future__ import annotations
 

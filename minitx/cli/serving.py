@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from typing import NamedTuple
 
 from .. import checks, dtypes
@@ -138,6 +139,20 @@ def _require_plotting(args) -> None:
         plots.require_matplotlib()
 
 
+def _plot_path(args) -> str | None:
+    """--plot's path, checked before any work: matplotlib present, the folder there, no file overwritten unless
+    --overwrite."""
+    if not args.plot:
+        return None
+    _require_plotting(args)
+    folder = os.path.dirname(os.path.abspath(args.plot))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--plot {args.plot}: no folder {folder!r}")
+    if os.path.exists(args.plot) and not args.overwrite:
+        raise ValueError(f"--plot {args.plot} exists; pass --overwrite to replace it")
+    return args.plot
+
+
 # ---- minitx hw -------------------------------------------------------------------------------------------------
 
 def add_arguments_hw(p: argparse.ArgumentParser) -> None:
@@ -190,6 +205,7 @@ def add_arguments_roofline(p: argparse.ArgumentParser) -> None:
     _add_lengths(p, "sequence")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--plot", metavar="FILE.png", help="save a roofline chart and the batch sweep (needs matplotlib)")
+    p.add_argument("--overwrite", action="store_true", help="let --plot replace an existing file")
 
 
 def roofline_report(cfg: Config, hw: hw_mod.Hardware, dep: Deployment, batches: list[int], prompt: int,
@@ -228,7 +244,7 @@ def roofline(args) -> int:
     cfg = load_model(args.model)
     batches = parse_batches(args.batch)
     _lengths(args, cfg)
-    _require_plotting(args)
+    _plot_path(args)
     dep = _deployment(args)
     hw = _hardware(args, dep)
     hw.peak(dep.peak_dtype)                                    # no peak for this dtype: say so before any work

@@ -18,14 +18,13 @@ kept unless --overwrite is given.
 from __future__ import annotations
 
 import argparse
-import os
 
 from .. import checks
 from ..serving import hardware as hw_mod
 from ..serving import simulator, workload
 from ..serving.scheduler import LAYOUTS, POLICIES
 from .common import add_model_argument, load_model, precision_data, print_json, whole_number
-from .serving import _add_hardware_arguments, _deployment, _hardware, _require_plotting
+from .serving import _add_hardware_arguments, _deployment, _hardware, _plot_path
 
 DEFAULT_REQUESTS, DEFAULT_PROMPT, DEFAULT_GEN = 1000, "512", "128"
 MAX_REQUESTS = 1_000_000            # a million requests take minutes; more is a typo
@@ -116,19 +115,6 @@ def _jobs(args, n_ctx: int) -> tuple[list[workload.Job], dict]:
         raise ValueError(f"{e} (--prompt, --gen, --max-new-tokens)") from None
     return jobs, {"rate": rate, "requests": count, "prompt": prompt, "gen": gen, "max_new_tokens": cap,
                   "seed": seed}
-
-
-def _plot_path(args) -> str | None:
-    """--plot's path, checked before any work: matplotlib present, the folder there, no file overwritten."""
-    if not args.plot:
-        return None
-    _require_plotting(args)
-    folder = os.path.dirname(os.path.abspath(args.plot))
-    if not os.path.isdir(folder):
-        raise ValueError(f"--plot {args.plot}: no folder {folder!r}")
-    if os.path.exists(args.plot) and not args.overwrite:
-        raise ValueError(f"--plot {args.plot} exists; pass --overwrite to replace it")
-    return args.plot
 
 
 def simulate(args) -> int:

@@ -31,7 +31,7 @@ from .ops.attention import (block_queries, merge_backward, merge_forward, mix_ba
                             scores_backward, scores_forward, softmax_backward, softmax_forward, split_backward,
                             split_forward)
 from .ops.embedding import embedding_backward, embedding_forward
-from .ops.fused_attention import fused_attention_forward
+from .ops.fused_attention import fused_attention_forward, plan_fused_attention
 from .ops.linear import linear_backward, linear_forward, residual_backward, residual_forward
 from .ops.loss import cross_entropy_backward, cross_entropy_forward
 from .ops.norms import norm_backward, norm_forward
@@ -258,12 +258,20 @@ class Transformer:
                 check_batch(batch)
         if keep and self.attention == "fused":
             raise ValueError("training (keep=True) runs unfused attention: the fused kernel has no backward")
+        # Fused attention's checks (every table entry and position its kernel will read) are made once per call,
+        # here, before any kernel writes: each layer runs the same batch through the same table into pools of
+        # one shape, so one plan serves them all (minitx.core.ops.fused_attention.FusedPlan).
+        plan = None
+        if self.attention == "fused":
+            k_pool, v_pool = store.layer(0)      # for the pools' shape and dtype only
+            plan = plan_fused_attention(k_pool, v_pool, store.table, batch, cfg.n_heads, cfg.sliding_window)
+            del k_pool, v_pool
         learned = cfg.position == "learned"
         x, emb = embedding_forward(batch.ids, batch.pos if learned else None, P["wte"], P.get("wpe"),
                                    self.embed_scale, "embed")
         layer_caches = []
         for l in range(cfg.n_layers):
-            x, lc = self._block_forward(l, x, batch, store, keep)
+            x, lc = self._block_forward(l, x, batch, store, keep, plan)
             layer_caches.append(lc)
         if logits_rows is not None:
             x = select_rows(x, logits_rows)
@@ -272,8 +280,8 @@ class Transformer:
         logits, head = linear_forward(x, head_w, None, "lm_head", transposed=True)
         return logits, ((emb, layer_caches, lnf, head) if keep else None)
 
-    def _block_forward(self, l: int, x: np.ndarray, batch: TokenBatch, store, keep: bool):
-        """x (N, C) -> (N, C), and the layer's caches when `keep`.
+    def _block_forward(self, l: int, x: np.ndarray, batch: TokenBatch, store, keep: bool, plan=None):
+        """x (N, C) -> (N, C), and the layer's caches when `keep`. `plan`: fused attention's, made by `run`.
 
         Each op returns (out, cache); `kept` holds on to the cache only when training. For inference nothing is
         held, and each name is reused as soon as its array has been read, so an intermediate is freed the
@@ -299,7 +307,7 @@ class Transformer:
                                store.category))                                             # (N·NH·HS,)
         if self.attention == "fused":   # one kernel over every block: no score matrix, output already merged
             h = fused_attention_forward(q, k_pool, v_pool, store.table, batch, NH, self.attn_scale, window,
-                                        f"{n}.attn.fused", store.category)                  # (N, NH·HS)
+                                        f"{n}.attn.fused", store.category, plan)            # (N, NH·HS)
             del q
         else:                           # block by block: (b, NH, n, HS) queries over S keys each
             HS = cfg.head_dim

@@ -1,4 +1,5 @@
-"""Pictures of the roofline: ops placed under a chip's roof, a batch sweep, predicted against measured.
+"""Pictures: ops placed under a chip's roof, batch sweeps, predicted against measured, the KV cache against the
+context, training vs inference memory, bytes by precision, and the serving simulator's timelines.
 
 matplotlib is optional (`pip install minitx[plot]`) and imported only when a chart is drawn; without it every
 function here raises PlotUnavailable (a ValueError, so the command line turns it into a one-line error, exit 2).
@@ -22,7 +23,9 @@ import os
 import re
 import sys
 import tempfile
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
+
+from .. import checks
 
 INSTALL_HINT = "plots need matplotlib, which is not installed: pip install 'minitx[plot]' (or pip install matplotlib)"
 
@@ -104,8 +107,12 @@ def save_new(fig, folder: str, name: str) -> str:
             out = open(path, "xb")          # exclusive: fails if the file exists, even if created a moment ago
         except FileExistsError:
             continue
-        with out:
-            fig.savefig(out, format="png", dpi=120)
+        try:
+            with out:
+                fig.savefig(out, format="png", dpi=120)
+        except BaseException:
+            os.remove(path)                 # no half-written picture left behind under a name now taken
+            raise
         return path
     raise OSError(f"{folder}: {name}.png and 998 numbered copies exist; choose another {FIGURES_ENV}")
 
@@ -235,7 +242,8 @@ def draw_roofline(ax, rooflines: Mapping[str, Any], by: str = "op") -> None:
                         ls=("-", "--", ":")[i % 3])
         ax.axvline(ridge, color="grey", lw=0.8, ls=":")
         handles.append(line)
-        labels.append(f"roof: {name} {dtype}\n{si(peak, 'FLOP/s')}, {si(bw, 'B/s')}\nridge {ridge:,.0f} FLOP/B (dotted)")
+        labels.append(f"roof: {name} {dtype}\n{si(peak, 'FLOP/s')}, {si(bw, 'B/s')}\n"
+                      f"ridge {ridge:,.0f} FLOP/B (dotted)")
     kinds = list(dict.fromkeys(g.key for gs in placed.values() for g in gs))
     colour = {k: f"C{i % 10}" for i, k in enumerate(kinds)}
     markers = "osD^v<>ph*P"
@@ -405,6 +413,33 @@ def predicted_vs_measured_chart(measurement, path: str | None = None, title: str
 
 # ---- the lessons' pictures: KV cache, memory, precision -----------------------------------------------------------
 
+def _amounts(arg: str, values: Any) -> dict[str, float]:
+    """A non-empty {label: number ≥ 0} mapping (bytes), checked, with at least one number above 0."""
+    checks.instance(arg, values, Mapping, "a {label: bytes} mapping")
+    out = {str(k): checks.number(f"{arg}[{k!r}]", v, 0.0) for k, v in values.items()}
+    if not out or max(out.values()) <= 0:
+        raise ValueError(f"{arg} must hold at least one amount above 0, got {values!r:.80}")
+    return out
+
+
+def _series(arg: str, series: Any) -> dict[str, tuple[list[float], list[float]]]:
+    """{label: (xs, ys)} with xs and ys equally long, non-empty, finite and ≥ 0."""
+    checks.instance(arg, series, Mapping, "a {label: (contexts, bytes)} mapping")
+    if not series:
+        raise ValueError(f"{arg} is empty: give at least one line")
+    out = {}
+    for label, pair in series.items():
+        if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
+            raise TypeError(f"{arg}[{label!r}] must be a pair (contexts, bytes), got {type(pair).__name__}")
+        xs, ys = (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else None for v in pair)
+        if xs is None or ys is None or not xs or len(xs) != len(ys):
+            raise ValueError(f"{arg}[{label!r}]: contexts and bytes must be two sequences of the same, non-zero "
+                             "length")
+        out[str(label)] = ([checks.number(f"{arg}[{label!r}] context", x, 0.0) for x in xs],
+                           [checks.number(f"{arg}[{label!r}] bytes", y, 0.0) for y in ys])
+    return out
+
+
 def _bytes_unit(largest: float) -> tuple[float, str]:
     for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
         if largest >= scale:
@@ -418,13 +453,15 @@ def kv_cache_chart(series: Mapping[str, tuple[Any, Any]], path: str | None = Non
     read from allocated or shape-only caches); `limits` {label: bytes} draws horizontal lines (the memory left
     next to the weights on a card). Both axes linear: a cache grows in a straight line with the context, and
     the slope is its bytes per token."""
+    series = _series("series", series)
+    limits = _amounts("limits", limits) if limits else {}
     from matplotlib import ticker
     fig, ax = _figure(width=8, height=5.2)
-    largest = max([max(b) for _, b in series.values()] + list((limits or {}).values()))
+    largest = max([max(b) for _, b in series.values()] + list(limits.values())) or 1.0
     scale, unit = _bytes_unit(largest)
     for i, (label, (contexts, nbytes)) in enumerate(series.items()):
         ax.plot(list(contexts), [b / scale for b in nbytes], f"C{i % 10}-", lw=2, label=label)
-    for j, (label, nbytes) in enumerate((limits or {}).items()):
+    for j, (label, nbytes) in enumerate(limits.items()):
         ax.axhline(nbytes / scale, color="black", lw=1, ls=("--", ":", "-.")[j % 3], label=label)
     ax.set_xlabel("context (tokens cached per sequence)")
     ax.set_ylabel(f"KV cache of one sequence ({unit})")
@@ -446,6 +483,15 @@ def memory_chart(panels: Mapping[str, Mapping[str, Mapping[str, float]]], path: 
     """Stacked bars of memory: `panels` {panel title: {bar: {part: bytes}}}, e.g. {"llama-2-7b": {"training":
     {"weights": ..., "gradients": ..., ...}, "inference": {...}}}. A part keeps its colour in every panel; each
     bar's total is written at its end; each panel picks its own unit (MB, GB)."""
+    checks.instance("panels", panels, Mapping, "a {panel: {bar: {part: bytes}}} mapping")
+    if not panels or len(panels) > 6:
+        raise ValueError(f"panels must hold 1 to 6 panels, got {len(panels)}")
+    for name, bars in panels.items():
+        checks.instance(f"panels[{name!r}]", bars, Mapping, "a {bar: {part: bytes}} mapping")
+        if not bars:
+            raise ValueError(f"panels[{name!r}] holds no bar")
+    panels = {str(name): {str(bar): _amounts(f"panels[{name!r}][{bar!r}]", parts) for bar, parts in bars.items()}
+              for name, bars in panels.items()}
     fig, axes = _figure(width=11, height=1.2 + 1.1 * max(len(b) for b in panels.values()), ncols=len(panels))
     axes = axes if len(panels) > 1 else [axes]
     parts = list(dict.fromkeys(p for bars in panels.values() for bar in bars.values() for p in bar))
@@ -477,6 +523,9 @@ def precision_chart(stored: Mapping[str, float], parameters: int, path: str | No
     """Bars of the bytes a model's weights take in each format (`stored` {format: bytes}), each labelled with
     its bytes per parameter, and, given a `bandwidth` (bytes/s), the decode floor it sets (every weight read
     once per step: bytes / bandwidth)."""
+    stored = _amounts("stored", stored)
+    parameters = checks.integer("parameters", parameters)
+    bandwidth = None if bandwidth is None else checks.positive("bandwidth", bandwidth)
     fig, ax = _figure(width=8, height=4.2)
     scale, unit = _bytes_unit(max(stored.values()))
     names = list(stored)

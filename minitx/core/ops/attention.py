@@ -216,16 +216,19 @@ def _split_half(qkv, batch: TokenBatch, n_heads: int, cos, sin, q, k_pool, v_poo
     at (table[slot, (p // X) mod width], p mod X), where the float kernel would have written them."""
     N = qkv.shape[0]
     KV, X, HS = k_pool.shape[1], k_pool.shape[2], k_pool.shape[3]
-    slot = np.empty(N, dtype=np.int64)                          # each token's sequence slot
-    for blk in batch.blocks:
-        slot[blk.rows] = np.repeat(np.arange(blk.slot, blk.slot + blk.b), blk.n)
-    own = np.zeros((batch.n_slots, int(batch.pos.max()) + 1), dtype=np.int64)
+    # Each token's sequence slot, from the blocks (rows start..start+b·n-1, n tokens per sequence), vectorised:
+    # a Python loop over the blocks would cost more than the kernel at decode, where every sequence is a block.
+    blocks, pmax = batch.block_array, int(batch.pos.max())
+    start, first, n = (np.repeat(blocks[:, i], blocks[:, 2] * blocks[:, 3]) for i in (0, 1, 3))
+    slot = first + (np.arange(N) - start) // n
+    own = np.zeros((batch.n_slots, pmax + 1), dtype=np.int64)
     own[slot, batch.pos] = np.arange(N)
     k_rows, v_rows = np.empty((N, KV, 1, HS), np.float32), np.empty((N, KV, 1, HS), np.float32)
     q32 = np.empty(q.shape, np.float32)
     none = np.empty((0, HS // 2), dtype=np.float32)
-    _split_fwd(widen(qkv), batch.pos, batch.block_array, none if cos is None else widen(cos),
-               none if sin is None else widen(sin), n_heads, KV, q32, k_rows, v_rows, own)
+    # Only the RoPE rows of positions 0..pmax are read: only they are widened, not the whole (n_ctx, HS/2) table.
+    _split_fwd(widen(qkv), batch.pos, blocks, none if cos is None else widen(cos[:pmax + 1]),
+               none if sin is None else widen(sin[:pmax + 1]), n_heads, KV, q32, k_rows, v_rows, own)
     q[...] = q32
     rows, cols = table[slot, (batch.pos // X) % table.shape[1]], batch.pos % X
     k_pool[rows, :, cols, :] = k_rows[:, :, 0, :]               # (N, KV, HS) rounded to the pools' 16 bits

@@ -49,6 +49,8 @@ no backward: training keeps the unfused path, whose probabilities the backward n
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -56,26 +58,29 @@ from ...accounting import conventions as cv
 from ...accounting.counting import counting, nbytes, record
 from ..batch import TokenBatch
 from ..shaped import empty, is_shaped
-from .half import is_half, widen
+from .half import bits, half_kind, is_half, load, widen
 
 
 @njit(cache=True, error_model="numpy")
-def _gather_keys(k_pool, g, rows, cols, j0, j1, kt):
-    # k_pool (R, KV, X, HS), g the kv head, rows and cols (span,) where each key lives, kt (HS, ≥ j1 − j0) out:
-    # kt[:, :j1-j0] = keys j0..j1-1 of kv head g, transposed (the key index along the fast axis).
+def _gather_keys(k_pool, kind, g, rows, cols, j0, j1, kt):
+    # k_pool (R, KV, X, HS) floats, or uint16 patterns of 16-bit `kind`; g the kv head, rows and cols (span,)
+    # where each key lives, kt (HS, ≥ j1 − j0) out: kt[:, :j1-j0] = keys j0..j1-1 of kv head g, transposed (the key
+    # index along the fast axis), widened to float32 on the way for a 16-bit pool (half.load).
     # One key at a time: its row is a view (HS contiguous numbers, one pool lookup), written down a column of kt.
     HS = k_pool.shape[3]
     for jj in range(j0, j1):
         krow = k_pool[rows[jj], g, cols[jj]]         # (HS,) the key at position j0 + (jj − j0) of the span
         c = jj - j0
         for d in range(HS):
-            kt[d, c] = krow[d]
+            kt[d, c] = load(krow[d], kind)
 
 
 @njit(cache=True, error_model="numpy")
-def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, kt, kt_tile, rows, cols, sc, o, m,
-               l, out):
-    # q (N·NH·HS,) flat, block by block (each block's queries a (b, NH, n, HS) array); k_pool, v_pool (R, KV, X, HS);
+def _fused_fwd(q, k_pool, v_pool, kind, table, pos, blocks, NH, scale, window, tile, kt, kt_tile, rows, cols, sc,
+               o, m, l, out):
+    # q (N·NH·HS,) flat, block by block (each block's queries a (b, NH, n, HS) array); k_pool, v_pool (R, KV, X, HS)
+    # floats, or the uint16 patterns of a 16-bit cache in format `kind` (BF16, FP16; unused for floats), each key
+    # and value widened to float32 as it is loaded (half.load): the cache is read in its 16 bits, never copied;
     # table (slots, rows/slot) int64; pos (N,) int64; blocks (n_blocks, 5) rows of (start, slot, b, n, p);
     # NH query heads; scale 1/√HS (any float); window W ≥ 1, or 0 for plain causal; tile keys per tile.
     # Scratch: kt (HS, span) one sequence's keys of one kv head, transposed (used when n > 1); kt_tile (HS, tile)
@@ -113,7 +118,7 @@ def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, k
                 # the GPU kernel's tile in shared memory. Values need no copy: each v row is already HS contiguous
                 # numbers, the axis the e·v update runs along.
                 if n > 1:
-                    _gather_keys(k_pool, g, rows, cols, 0, span, kt)
+                    _gather_keys(k_pool, kind, g, rows, cols, 0, span, kt)
                 for ti in range(n):
                     r = start + bi * n + ti                  # the token's row in the batch
                     i = pos[r]                               # its position (= p + ti, checked)
@@ -139,7 +144,7 @@ def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, k
                         if n > 1:
                             keys, kb = kt, base
                         else:
-                            _gather_keys(k_pool, g, rows, cols, base, base + nt, kt_tile)
+                            _gather_keys(k_pool, kind, g, rows, cols, base, base + nt, kt_tile)
                             keys, kb = kt_tile, 0
                         # 1. the tile's scores s_j = q·k_j: HS multiply-adds per (key, head). The rows of keys and
                         # srow are views, so the inner loop's index is a plain 0..nt-1 (the compiler then vectorises
@@ -201,14 +206,14 @@ def _fused_fwd(q, k_pool, v_pool, table, pos, blocks, NH, scale, window, tile, k
                                 e0, e1 = sc[hh, jj], sc[hh, jj + 1]
                                 orow = o[hh]
                                 for d in range(HS):
-                                    orow[d] += e0 * v0[d] + e1 * v1[d]
+                                    orow[d] += e0 * load(v0[d], kind) + e1 * load(v1[d], kind)
                         if nt % 2:
                             vr = v_pool[rows[base + nt - 1], g, cols[base + nt - 1]]
                             for hh in range(G):
                                 e = sc[hh, nt - 1]
                                 orow = o[hh]
                                 for d in range(HS):
-                                    orow[d] += e * vr[d]
+                                    orow[d] += e * load(vr[d], kind)
                     # 6. normalise: o / l is the softmax-weighted average of the values. l ≥ 1 (the max key
                     # contributes exp(0) = 1), so the division is safe. One division per row, then multiplies.
                     for hh in range(G):
@@ -231,10 +236,34 @@ def block_key_span(blocks: np.ndarray, window: int | None) -> tuple[np.ndarray, 
     return lo, p + n
 
 
-def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, int]:
-    """Everything the kernel indexes, checked before it runs (the kernel itself does no bounds checks). Cheap:
-    O(N) on the positions and O(blocks) on the table, against the kernel's O(N·NH·S·HS).
-    Returns (N, KV, HS)."""
+# The dtypes the kernel runs on (16-bit ones through float32 copies), by scalar type: a set lookup per array.
+_KERNEL_TYPES = frozenset(np.dtype(t).type for t in ("float32", "float64", "bfloat16", "float16"))
+
+
+class FusedPlan(NamedTuple):
+    """One batch's fused attention through one store, checked and worked out once (`plan_fused_attention`).
+
+    Every layer of a model call runs the same batch through the same block table into pools of one shape, so
+    everything the checks and the counter derive from those is the same for every layer: Transformer.run makes
+    one plan per call and hands it to each layer's fused_attention_forward, where confirming that the plan
+    applies (the same batch and table objects, the same pool shape) is a few comparisons, not the O(N + blocks)
+    checks of `_check` again. Nothing in it depends on the pools' values, only on their shape."""
+    batch: TokenBatch
+    table: np.ndarray                       # (slots, rows/slot) the table the checks read
+    pool_shape: tuple[int, int, int, int]   # (R, KV, X, HS)
+    n_heads: int
+    window: int | None
+    lo: np.ndarray                          # (n_blocks,) each block's first key position
+    hi: np.ndarray                          # (n_blocks,) one past its last
+    flops: int                              # the kernel's FLOPs and MACs over the batch (fused_attention_flops)
+    macs: int
+    key_positions: int                      # Σ over blocks of b·(hi − lo): keys (and values) read per kv head
+
+
+def _check(k_pool, v_pool, table, batch, n_heads, window) -> None:
+    """Everything the kernel indexes, but q, checked before it runs (the kernel itself does no bounds checks).
+    Cheap: O(N) on the positions and O(blocks) on the table, against the kernel's O(N·NH·S·HS); and made once
+    per model call, not once per layer (FusedPlan). q is checked on every call (_check_q)."""
     if k_pool.ndim != 4 or v_pool.shape != k_pool.shape:
         raise ValueError(f"k_pool and v_pool must be one (R, KV, X, HS) shape, got {k_pool.shape}, {v_pool.shape}")
     R, KV, X, HS = k_pool.shape
@@ -242,16 +271,14 @@ def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, 
         raise ValueError(f"n_heads={n_heads} must be a positive multiple of the pools' KV={KV}")
     if window is not None and (isinstance(window, bool) or int(window) != window or window < 1):
         raise ValueError(f"window must be None or an integer ≥ 1, got {window!r}")
+    # The kernel computes in float32 or float64; it reads 16-bit pools as uint16 patterns it widens (_run_kernel),
+    # and shape-only arrays (any dtype) never reach it.
+    if not is_shaped(k_pool, v_pool) and not (k_pool.dtype.type in _KERNEL_TYPES
+                                               and v_pool.dtype.type in _KERNEL_TYPES):
+        raise ValueError(f"the fused kernel runs on float64/float32/bfloat16/float16 arrays, got pools "
+                         f"{k_pool.dtype}, {v_pool.dtype}")
     pos, blocks = batch.pos, batch.block_array
     N = pos.shape[0]
-    if q.ndim != 1 or q.size != N * n_heads * HS:
-        raise ValueError(f"q must be a flat (N·NH·HS,) = ({N * n_heads * HS},) buffer, got {q.shape}")
-    # The kernel runs in float32 or float64; 16-bit arrays are widened for it (fused_attention_forward), and
-    # shape-only arrays (any dtype) never reach it.
-    if not is_shaped(q, k_pool, v_pool) and any(a.dtype.name not in ("float32", "float64", "bfloat16", "float16")
-                                                for a in (q, k_pool, v_pool)):
-        raise ValueError(f"the fused kernel runs on float64/float32/bfloat16/float16 arrays, got q {q.dtype}, pools "
-                         f"{k_pool.dtype}, {v_pool.dtype}")
     if pos.dtype != np.int64 or table.dtype != np.int64 or table.ndim != 2 or table.shape[1] < 1:
         raise ValueError("positions and the block table must be int64, the table (slots, rows per slot)")
     start, slot, b, n, p = blocks.T
@@ -279,70 +306,100 @@ def _check(q, k_pool, v_pool, table, batch, n_heads, window) -> tuple[int, int, 
     slots = np.repeat(slot, b) + np.arange(int(b.sum())) - np.repeat(np.cumsum(b) - b, b)
     used = table[slots]
     if used.min() >= 0 and used.max() < R:
-        return N, KV, HS
+        return
     for k in range(blocks.shape[0]):
         first, last = int(lo[k]) // X, (int(hi[k]) - 1) // X
         entries = (np.arange(first, last + 1) % width) if last - first + 1 < width else slice(None)
         used = table[slot[k]:slot[k] + b[k], entries]
         if used.min() < 0 or used.max() >= R:
             raise ValueError(f"block table rows {int(used.min())}..{int(used.max())} outside the pools' {R} rows")
-    return N, KV, HS
+
+
+def _check_q(q, N: int, n_heads: int, HS: int) -> None:
+    """q, the one argument that differs from layer to layer: a flat (N·NH·HS,) buffer the kernel can run on."""
+    if q.ndim != 1 or q.size != N * n_heads * HS:
+        raise ValueError(f"q must be a flat (N·NH·HS,) = ({N * n_heads * HS},) buffer, got {q.shape}")
+    if not is_shaped(q) and q.dtype.type not in _KERNEL_TYPES:
+        raise ValueError(f"the fused kernel runs on float64/float32/bfloat16/float16 arrays, got q {q.dtype}")
+
+
+def plan_fused_attention(k_pool: np.ndarray, v_pool: np.ndarray, table: np.ndarray, batch: TokenBatch,
+                         n_heads: int, window: int | None) -> FusedPlan:
+    """Check the store, the table and the batch for the kernel (`_check`) and work out what every layer's call
+    shares: see FusedPlan. k_pool and v_pool (R, KV, X, HS) are any layer's pools (only their shape and dtype
+    are read), table (slots, rows/slot) int64."""
+    _check(k_pool, v_pool, table, batch, n_heads, window)
+    HS = k_pool.shape[3]
+    blocks = batch.block_array
+    lo, hi = block_key_span(blocks, window)
+    flops, macs = fused_attention_flops(batch.pos, n_heads, HS, window)
+    return FusedPlan(batch, table, tuple(k_pool.shape), n_heads, window, lo, hi, flops, macs,
+                     int((blocks[:, 2] * (hi - lo)).sum()))
 
 
 def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarray, table: np.ndarray,
                             batch: TokenBatch, n_heads: int, scale: float, window: int | None, name: str,
-                            kv_category: str = "activations", record_cost: bool = True) -> np.ndarray:
+                            kv_category: str = "activations", plan: FusedPlan | None = None) -> np.ndarray:
     """q (N·NH·HS,) from split_forward, k_pool and v_pool (R, KV, X, HS) holding every key the batch needs,
     table (slots, rows/slot) int64 -> out (N, NH·HS): softmax(scale · q kᵀ) v over each query's visible keys
-    (i − W < j ≤ i with window W, else 0 ≤ j ≤ i), each token's heads side by side. Forward only."""
-    N, KV, HS = _check(q, k_pool, v_pool, table, batch, n_heads, window)
-    blocks = batch.block_array
-    lo, hi = block_key_span(blocks, window)
+    (i − W < j ≤ i with window W, else 0 ≤ j ≤ i), each token's heads side by side. Forward only.
+    `plan`: plan_fused_attention(...) of this batch, table and pool shape, made once for all the layers of a
+    model call (checked here to be that plan, else a ValueError); None checks everything now."""
+    if plan is None:
+        plan = plan_fused_attention(k_pool, v_pool, table, batch, n_heads, window)
+    elif not (plan.batch is batch and plan.table is table and plan.n_heads == n_heads and plan.window == window
+              and k_pool.shape == plan.pool_shape and v_pool.shape == plan.pool_shape
+              and (is_shaped(k_pool, v_pool) or (k_pool.dtype.type in _KERNEL_TYPES
+                                                 and v_pool.dtype.type in _KERNEL_TYPES))):
+        raise ValueError("plan was made for another batch, block table, head count, window or pool shape: make "
+                         "one with plan_fused_attention for these arguments (or pass plan=None)")
+    KV, HS = plan.pool_shape[1], plan.pool_shape[3]
+    N = batch.pos.shape[0]
+    _check_q(q, N, n_heads, HS)
     out = empty((N, n_heads * HS), q.dtype, like=q)
-    if not is_shaped(q, k_pool, v_pool) and any(is_half(a) for a in (q, k_pool, v_pool)):
-        # 16-bit (minitx.core.ops.half): the kernel runs in float32 on q and on float32 copies of the pool rows
-        # this batch's slots use (a table renumbered to match), and its output is rounded to 16 bits at the end.
-        # The copies are this CPU kernel's scratch, like kt below, not the model's memory traffic: the counts
-        # below are those of the arrays handed in.
-        out[...] = fused_attention_forward(*_widened(q, k_pool, v_pool, table, blocks), batch, n_heads, scale,
-                                           window, name, kv_category, record_cost=False)
-    elif not is_shaped(q, k_pool, v_pool):
-        # Scratch, allocated once per call and reused by every block: one sequence's keys of one kv head,
-        # transposed (kt, in the pools' dtype; only blocks of n > 1 tokens use it), one tile of them (kt_tile, for
-        # n = 1), where each of its positions lives (rows, cols), and the online softmax's state for the G query
-        # heads of one token. Like the unfused path's BLAS matmuls, the dot
-        # products and the e·v accumulation run in the model's dtype (sc, o); like its softmax, the running max
-        # and sum are float64 (m, l).
-        span, tile, G = int((hi - lo).max()), cv.FUSED_TILE, n_heads // KV
-        kt = np.empty((HS, span if (blocks[:, 3] > 1).any() else 0), dtype=k_pool.dtype)
-        kt_tile = np.empty((HS, tile), dtype=k_pool.dtype)
-        rows, cols = np.empty(span, dtype=np.int64), np.empty(span, dtype=np.int64)
-        sc, o = np.empty((G, tile), dtype=q.dtype), np.empty((G, HS), dtype=q.dtype)
-        m, l = np.empty(G, dtype=np.float64), np.empty(G, dtype=np.float64)
-        # Numba compiles a kernel per argument type and None is a type of its own: "no window" arrives as 0.
-        _fused_fwd(q, k_pool, v_pool, table, batch.pos, blocks, n_heads, float(scale), int(window or 0), tile,
-                   kt, kt_tile, rows, cols, sc, o, m, l, out)
-    if counting() and record_cost:
-        flops, macs = fused_attention_flops(batch.pos, n_heads, HS, window)
+    if not is_shaped(q, k_pool, v_pool):
+        _run_kernel(q, k_pool, v_pool, table, batch, n_heads, scale, window, plan, out)
+    if counting():
         # each block's keys and values, once per sequence: positions lo..hi-1 (minitx.conventions)
-        kv_read = 2 * KV * HS * k_pool.itemsize * int((blocks[:, 2] * (hi - lo)).sum())
-        record(name, "attention", flops, macs,
+        kv_read = 2 * KV * HS * k_pool.itemsize * plan.key_positions
+        record(name, "attention", plan.flops, plan.macs,
                reads=(("activations", nbytes(q, batch.pos)), (kv_category, kv_read)),
                writes=(("activations", nbytes(out)),))
     return out
 
 
-def _widened(q, k_pool, v_pool, table, blocks):
-    """float32 q, and float32 copies of the pool rows the blocks' slots hold (already checked by _check), with a
-    table renumbered to point into the copies: what the kernel reads for a 16-bit model."""
-    slots = np.concatenate([np.arange(s, s + b) for s, b in zip(blocks[:, 1], blocks[:, 2])])
-    used = table[slots]
-    rows = np.unique(used[used >= 0])
-    renumber = np.full(k_pool.shape[0], -1, dtype=np.int64)
-    renumber[rows] = np.arange(rows.size)
-    own = np.where(table >= 0, renumber[np.clip(table, 0, k_pool.shape[0] - 1)], -1)
-    return (widen(q), k_pool[rows].astype(np.float32), v_pool[rows].astype(np.float32),
-            np.ascontiguousarray(own, dtype=np.int64))
+def _run_kernel(q, k_pool, v_pool, table, batch, n_heads, scale, window, plan, out) -> None:
+    """_fused_fwd over arrays the plan's checks hold for, with its scratch, writing `out`."""
+    blocks, KV, HS = batch.block_array, k_pool.shape[1], k_pool.shape[3]
+    # 16-bit (minitx.core.ops.half): q (a few rows at decode) is widened to float32, and the kernel computes in
+    # float32 and reads the pools in place, as uint16 patterns it widens key by key: the KV cache crosses the
+    # memory bus in its 16 bits, as on a GPU, with no float32 copy of it. The output is rounded to 16 bits once.
+    # (Pools in two different formats, which no model makes, are both widened to float32 copies instead.)
+    kind = -1                        # "the pools are floats": never read by the kernel then
+    if is_half(k_pool) and k_pool.dtype == v_pool.dtype:
+        kind, k_pool, v_pool = half_kind(k_pool.dtype), bits(k_pool), bits(v_pool)
+    elif is_half(k_pool) or is_half(v_pool):
+        k_pool, v_pool = widen(k_pool), widen(v_pool)
+    q_run = widen(q)
+    out_run = out if out.dtype == q_run.dtype else np.empty(out.shape, q_run.dtype)
+    # Scratch, allocated once per call and reused by every block: one sequence's keys of one kv head,
+    # transposed (kt, in the pools' dtype, float32 for 16-bit ones; only blocks of n > 1 tokens use it), one tile
+    # of them (kt_tile, for n = 1), where each of its positions lives (rows, cols), and the online softmax's state
+    # for the G query heads of one token. Like the unfused path's BLAS matmuls, the dot
+    # products and the e·v accumulation run in the model's dtype (sc, o); like its softmax, the running max
+    # and sum are float64 (m, l).
+    key_dtype = np.float32 if kind >= 0 else k_pool.dtype
+    span, tile, G = int((plan.hi - plan.lo).max()), cv.FUSED_TILE, n_heads // KV
+    kt = np.empty((HS, span if (blocks[:, 3] > 1).any() else 0), dtype=key_dtype)
+    kt_tile = np.empty((HS, tile), dtype=key_dtype)
+    rows, cols = np.empty(span, dtype=np.int64), np.empty(span, dtype=np.int64)
+    sc, o = np.empty((G, tile), dtype=q_run.dtype), np.empty((G, HS), dtype=q_run.dtype)
+    m, l = np.empty(G, dtype=np.float64), np.empty(G, dtype=np.float64)
+    # Numba compiles a kernel per argument type and None is a type of its own: "no window" arrives as 0.
+    _fused_fwd(q_run, k_pool, v_pool, kind, table, batch.pos, blocks, n_heads, float(scale), int(window or 0), tile,
+               kt, kt_tile, rows, cols, sc, o, m, l, out_run)
+    if out_run is not out:
+        out[...] = out_run                 # one rounding per output, to nearest even
 
 
 def fused_attention_flops(pos: np.ndarray, n_heads: int, head_dim: int, window: int | None) -> tuple[int, int]:
@@ -356,4 +413,5 @@ def fused_attention_flops(pos: np.ndarray, n_heads: int, head_dim: int, window: 
     return n_heads * int(per_row.sum()), n_heads * 2 * HS * int(vis.sum())
 
 
-__all__ = ["fused_attention_forward", "fused_attention_flops", "visible_keys", "block_key_span"]
+__all__ = ["fused_attention_forward", "plan_fused_attention", "FusedPlan", "fused_attention_flops", "visible_keys",
+           "block_key_span"]

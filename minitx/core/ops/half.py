@@ -18,6 +18,8 @@ this module gives the kernels two ways in:
   integer operations so it vectorises. The matmul kernels (minitx.core.ops.half_linear) read 16-bit weights
   as uint16 and widen each in a register on its way into a float32 multiply-add: the whole point of a 16-bit
   deployment is that the weights cross the memory bus in 16 bits, so a widened copy of them would defeat it.
+  `load(x, kind)` is the same inside a kernel that also runs on float arrays (fused attention reading the KV
+  cache): a float value as it is, a uint16 pattern widened; Numba picks the branch when it compiles.
 
 Accumulation. Every kernel accumulates in float32 at least. The norms' and the softmax's row reductions
 (sums of C squares, the softmax's max and sum) accumulate in float64, as they already do in a float32 model
@@ -27,24 +29,28 @@ are rounded to 16 bits with the row. Hugging Face computes the same norms and so
 """
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 HALF_FORMATS = ("bfloat16", "float16")
 BF16, FP16 = 0, 1                 # the `kind` the kernels take: which 16-bit format a uint16 holds
+# Scalar type -> kind. Every op asks "is this array 16-bit?" of each argument on every call (dozens of times per
+# decode step), so the answer is one dict lookup on the dtype's scalar type, hashed by identity: resolving the
+# dtype's name instead (np.dtype(...).name builds a string each time) cost a fifth of a small model's step.
+_KINDS = {ml_dtypes.bfloat16: BF16, np.float16: FP16}
 
 
 def half_kind(dtype) -> int | None:
-    """BF16 or FP16 for a 16-bit float dtype, None for any other."""
-    name = np.dtype(dtype).name
-    return BF16 if name == "bfloat16" else FP16 if name == "float16" else None
+    """BF16 or FP16 for a 16-bit float dtype (a np.dtype, a scalar type or a name), None for any other."""
+    return _KINDS.get((dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)).type)
 
 
 def is_half(a) -> bool:
     """True for an array stored in bfloat16 or float16."""
-    return isinstance(a, np.ndarray) and half_kind(a.dtype) is not None
+    return isinstance(a, np.ndarray) and a.dtype.type in _KINDS
 
 
 def compute_dtype(dtype) -> np.dtype:
@@ -66,7 +72,10 @@ def call_f32(kernel, *args, outputs: tuple[int, ...] = ()):
     """kernel(*args), with every 16-bit array argument widened to float32 and the arguments at `outputs` (the
     arrays the kernel writes) rounded back into the 16-bit arrays given. With no 16-bit argument this is plain
     kernel(*args): float32 and float64 models run exactly as before."""
-    if not any(is_half(a) for a in args):
+    for a in args:                      # a plain loop: a generator would cost more than the test itself
+        if is_half(a):
+            break
+    else:
         return kernel(*args)
     wide = [np.empty(a.shape, np.float32) if i in outputs and is_half(a) else widen(a) for i, a in enumerate(args)]
     result = kernel(*wide)
@@ -114,3 +123,19 @@ def fp16_to_f32(u):
     special = (h & np.uint32(0x7C00)) == np.uint32(0x7C00)
     v = as_float32(mag | np.uint32(0x7F800000)) if special else as_float32(mag) * np.float32(2.0 ** 112)
     return -v if h & np.uint32(0x8000) else v
+
+
+def load(x, kind):
+    """One value of an array a kernel reads, as the kernel computes with it (used inside Numba kernels only):
+    a float as it is; a uint16 pattern widened to float32 from its 16-bit `kind` (BF16 or FP16)."""
+    raise NotImplementedError("load is for Numba kernels")
+
+
+@overload(load, inline="always")
+def _load(x, kind):
+    # Chosen by type when the kernel compiles: a float32/float64 kernel does no work here at all.
+    if isinstance(x, types.Float):
+        return lambda x, kind: x
+    if isinstance(x, types.Integer) and x.bitwidth == 16 and not x.signed:
+        return lambda x, kind: bf16_to_f32(x) if kind == BF16 else fp16_to_f32(x)
+    return None

@@ -191,7 +191,7 @@ def _critical_batch(case: Case, ignore_kv: bool = False) -> int | None:
     ridge = Fraction(hw.peak("bf16")) / Fraction(hw.bandwidth)
     one, two = (Case(case.cfg, (case.cfg, b, case.arg("context"), 2), ("cfg", "batch", "context", "bytes_per_value"),
                      False) for b in (1, 2))
-    f1, f2 = truth.matmul_flops(truth.decode_counts(one, "bfloat16")), truth.matmul_flops(truth.decode_counts(two, "bfloat16"))
+    f1, f2 = (truth.matmul_flops(truth.decode_counts(c, "bfloat16")) for c in (one, two))
     m1, m2 = _decode_bytes(one), _decode_bytes(two)
     a, k = f2 - f1, m2 - m1
     W = m1 - k
@@ -369,9 +369,10 @@ EXERCISES: tuple[Exercise, ...] = (
                        Mistake("attention_missing", "Short by a term that grows with seq_len²: attention's QKᵀ and "
                                "A·V are matmuls too (T×HS by HS×T, and T×T by T×HS, per head).",
                                _without_attention(truth.forward_counts)),
-                       Mistake("lm_head_missing", "Short by 2·B·T·V·C: the LM head is a C×V matmul on every token, "
-                               "even when its weights are the embedding table's.",
-                               lambda truth_of, case, e: e - 2 * case.arg("batch") * case.arg("seq_len") * _v_params(case)),
+                       Mistake("lm_head_missing", "Short by 2·B·T·V·C: the LM head is a C×V matmul on every "
+                               "token, even when its weights are the embedding table's.",
+                               lambda truth_of, case, e: e - 2 * case.arg("batch") * case.arg("seq_len")
+                               * _v_params(case)),
                        gqa("Right with multi-head attention, wrong with GQA/MQA: the k and v projections are "
                            "C × (n_kv_heads·head_dim), smaller than q's."), head_dim()),
              v_table=lambda case: 2 * case.arg("batch") * case.arg("seq_len") * _v_params(case)),

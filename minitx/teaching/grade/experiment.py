@@ -10,11 +10,14 @@ B / that step. A prediction passes within a factor of 2 either way.
 Why the student is given two measured steps. The roofline alone, from `minitx hw --measure`'s peak and
 bandwidth, misses this machine by 3-8× for these models: a decode step is ~60 op calls, each a Python call and
 a dispatch of a few microseconds, a fixed overhead the roofline knows nothing about; and the per-sequence work
-runs below the measured peak (a matmul of a few rows reaches a fraction of what a large square one does, and
-OpenBLAS copies the weights into its packed layout for every call of more than one row). Measured here (2
-cores, OPENBLAS_NUM_THREADS=1): small-gpt2's step is 0.78 ms at B = 1 against a roofline of 0.14 ms, 3.1 ms at
-B = 64 against 1.0 ms. What does hold is the *shape* the roofline predicts: a fixed cost per step, shared by the
-batch like the weight reads, plus a cost per sequence that grows with B. So the grader measures the step at
+runs below the measured peak (a matmul of a few rows reaches a fraction of what a large square one does; and
+one row runs as a matrix-vector product while two or more go through BLAS's general kernel, which first copies
+the weights into its packed layout: on a d_model = 1024 model we tried, the step nearly tripled from B = 1 to
+B = 2). Measured here (2 cores, OPENBLAS_NUM_THREADS=1): small-gpt2's step is 0.78 ms at B = 1 against a
+roofline of 0.14 ms, 3.1 ms at B = 64 against 1.0 ms; the roofline's own B-scaling (max(overhead, roofline(B)),
+or overhead + the roofline's growth) leaves it 2-3× too fast at B = 64. What does hold is the *shape* the
+roofline predicts: a fixed cost per step, shared by the batch like the weight reads, plus a cost per sequence
+that grows with B. So the grader measures the step at
 B = 1 and at B = ANCHOR and hands both to the student, who must turn them into the whole curve: a student who
 reasons "fixed overhead + B × per-sequence cost" passes; one who takes the step as fixed, forgets that a step
 makes B tokens, or trusts the bare roofline, fails, and the diagnosis says which.
@@ -39,7 +42,8 @@ from dataclasses import dataclass
 
 from ...core.config import Config
 from ...measure.inference import MeasuredPoint, measure_decode_sweep
-from ...serving.hardware import get as get_hardware
+from ...measure.machine import measure as measure_machine
+from ...serving.hardware import Hardware
 from .grid import Case
 
 ANCHOR = 16                    # the second measured batch handed to the student
@@ -55,18 +59,19 @@ class Settings:
     steps: int = 8             # decode steps per timed run
     repeats: int = 5           # timed runs per batch (their median is kept)
     attempts: int = 3          # measurements of a noisy batch before its least noisy one is kept
+    machine_seconds: float = 2.0   # the roofline's peak and bandwidth: `minitx hw --measure`'s budget
 
 
 SETTINGS = Settings()
 ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                      "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
 MEASURE_TIMEOUT = 600.0        # seconds for one model's measurement, whatever happens to the child
-_sweeps: dict[tuple, dict[int, MeasuredPoint]] = {}
+_sweeps: dict[tuple, tuple[Hardware, dict[int, MeasuredPoint]]] = {}
 
 
-def measure(cfg: Config, batches: tuple[int, ...], s: Settings) -> dict[int, MeasuredPoint]:
-    """{batch: MeasuredPoint}: the sweep on this machine, noisy batches measured again (in this process)."""
-    machine = get_hardware("this-machine")
+def measure(cfg: Config, batches: tuple[int, ...], s: Settings, machine: Hardware) -> dict[int, MeasuredPoint]:
+    """{batch: MeasuredPoint}: the sweep on this machine, noisy batches measured again (in this process), against
+    the roofline of `machine`."""
     points = {p.batch: p for p in measure_decode_sweep(cfg, machine, batches, prompt=s.context, steps=s.steps,
                                                        repeats=s.repeats)}
     for _ in range(s.attempts - 1):
@@ -79,13 +84,16 @@ def measure(cfg: Config, batches: tuple[int, ...], s: Settings) -> dict[int, Mea
     return points
 
 
-def _measure_all(cfgs: list[Config], batches: tuple[int, ...], s: Settings) -> list[dict[int, MeasuredPoint]]:
-    return [measure(cfg, batches, s) for cfg in cfgs]
+def _measure_all(cfgs: list[Config], batches: tuple[int, ...], s: Settings):
+    figures = measure_machine(seconds_budget=s.machine_seconds)      # with BLAS as pinned as the decode
+    machine = Hardware(**figures)
+    return figures, [measure(cfg, batches, s, machine) for cfg in cfgs]   # plain figures travel back
 
 
-def measure_pinned(cfgs: list[Config], batches: tuple[int, ...], s: Settings) -> list[dict[int, MeasuredPoint]]:
-    """`measure` of each model in one spawned process whose BLAS runs on one thread (the variables are read when
-    NumPy loads, so they are set in this process's environment just while the child starts, then put back)."""
+def measure_pinned(cfgs: list[Config], batches: tuple[int, ...], s: Settings):
+    """(this machine's Hardware, [{batch: MeasuredPoint} per model]): `measure` in one spawned process whose BLAS
+    runs on one thread (the variables are read when NumPy loads, so they are set in this process's environment
+    just while the child starts, then put back)."""
     saved = {name: os.environ.get(name) for name in ONE_THREAD}
     os.environ.update(ONE_THREAD)
     try:
@@ -97,7 +105,12 @@ def measure_pinned(cfgs: list[Config], batches: tuple[int, ...], s: Settings) ->
             else:
                 os.environ[name] = value
     with pool:
-        return pool.apply_async(_measure_all, (cfgs, batches, s)).get(MEASURE_TIMEOUT * len(cfgs))
+        try:
+            return pool.apply_async(_measure_all, (cfgs, batches, s)).get(MEASURE_TIMEOUT * len(cfgs))
+        except Exception as error:         # a child that died, ran out of time or memory: the machine's fault,
+            why = f"{type(error).__name__}: {str(error)[:200]}"          # one line, never a traceback
+            raise OSError(f"could not measure this machine's decode ({why}); grade decode_tokens_per_s "
+                          "again") from error
 
 
 def sweep(cfg: Config, settings: Settings | None = None) -> dict[int, MeasuredPoint]:
@@ -105,11 +118,25 @@ def sweep(cfg: Config, settings: Settings | None = None) -> dict[int, MeasuredPo
     of the settings not measured yet are measured together, one spawned process for all."""
     s = settings or SETTINGS
     batches = tuple(sorted(set(s.batches) | {1, ANCHOR}))
+    return _measured(cfg, settings)[1]
+
+
+def machine(cfg: Config, settings: Settings | None = None) -> Hardware:
+    """The machine figures (BLAS on one thread) the model's sweep was set against: its roofline's peak and
+    bandwidth, what `minitx hw --measure` reports."""
+    return _measured(cfg, settings)[0]
+
+
+def _measured(cfg: Config, settings: Settings | None) -> tuple[Hardware, dict[int, MeasuredPoint]]:
+    s = settings or SETTINGS
+    batches = tuple(sorted(set(s.batches) | {1, ANCHOR}))
     if (cfg, batches, s) not in _sweeps:
         todo = list(dict.fromkeys([cfg] + [Config.preset(m) for m in s.models]))
         todo = [c for c in todo if (c, batches, s) not in _sweeps]
-        for c, points in zip(todo, measure_pinned(todo, batches, s)):
-            _sweeps[(c, batches, s)] = points
+        figures, sweeps = measure_pinned(todo, batches, s)
+        hw = Hardware(**figures)
+        for c, points in zip(todo, sweeps):
+            _sweeps[(c, batches, s)] = (hw, points)
     return _sweeps[(cfg, batches, s)]
 
 
@@ -149,7 +176,11 @@ def noise(case: Case) -> str | None:
 
 def report(results) -> list[str]:
     """The experiment's table: every case, measured against the prediction and the bare roofline."""
-    lines = ["model        B  measured tok/s (step, spread)      yours tok/s  ÷ measured  roofline tok/s"]
+    lines = []
+    for hw in dict.fromkeys(machine(r.case.cfg) for r in results):
+        lines.append(f"this machine, BLAS on one thread: fp32 peak {hw.peak('fp32') / 1e9:,.1f} GFLOP/s, "
+                     f"bandwidth {hw.bandwidth / 1e9:,.1f} GB/s (the roofline column)")
+    lines.append("model        B  measured tok/s (step, spread)      yours tok/s  ÷ measured  roofline tok/s")
     for r in results:
         p = point(r.case)
         got = r.answer.value if r.answer.status == "value" and isinstance(r.answer.value, (int, float)) else None
