@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from threads import limit_threads  # noqa: E402
+from threads import limit_threads, thread_env  # noqa: E402
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulator-requests", type=int, default=10_000,
                    help="requests in the simulator's speed test (Llama-3-8B on an H100); 0 skips it")
     args = p.parse_args(argv)
+    if "numpy" not in sys.modules:
+        # BLAS sizes its pool when NumPy loads it: the count must be in the environment first (without
+        # threadpoolctl, limit_threads cannot change it afterwards, and --threads 1 left BLAS on every core)
+        os.environ.update(thread_env(args.threads, base={}))
     how = limit_threads(args.threads)
 
     res = engine_benchmark(args)

@@ -21,8 +21,9 @@ def thread_env(n: int, base: dict | None = None) -> dict:
 
 
 def limit_threads(n: int) -> str:
-    """Pin BLAS and Numba to n threads inside this process; returns how ("env+threadpoolctl+numba")."""
-    how = ["env"]
+    """Pin BLAS and Numba to n threads inside this process; returns how ("env+threadpoolctl+numba"): "env" only
+    when the environment already asks for n (it must, before NumPy loads, unless threadpoolctl is installed)."""
+    how = ["env"] if os.environ.get("OPENBLAS_NUM_THREADS") == str(n) else []
     import numpy  # noqa: F401  (load the BLAS first, so that threadpoolctl finds it)
     try:
         from threadpoolctl import threadpool_limits

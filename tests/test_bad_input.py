@@ -221,7 +221,7 @@ def test_transformer_rejects_bad_dtype(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", np.float16])
-def test_16_bit_models_are_counted_shape_only(dtype):
+def test_16_bit_models_run_but_a_kv_cache_in_another_format_is_shape_only(dtype):
     # 16-bit models run (tests/test_precision.py); a KV cache in another format than the activations does not
     assert Transformer(CFG, dtype=dtype).flat.dtype.itemsize == 2
     with pytest.raises(ValueError, match="runs shape-only here"):

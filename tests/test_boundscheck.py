@@ -19,6 +19,7 @@ def test_kernels_under_numba_boundscheck(tmp_path):
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_ops.py",
                            "tests/test_decode.py", "tests/test_bad_input.py", "tests/test_fused_attention.py",
-                           "tests/test_paged_cache.py", "tests/test_engine.py", "tests/test_quantize.py"],
+                           "tests/test_paged_cache.py", "tests/test_engine.py", "tests/test_quantize.py",
+                           "tests/test_step_overhead.py"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

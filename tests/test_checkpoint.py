@@ -135,6 +135,16 @@ def test_refuses_to_overwrite_by_default(tmp_path):
     assert load(path)[1] == {"step": 1}
 
 
+@pytest.mark.parametrize("unclear", ["no", "False", 0, 1, None])
+def test_overwrite_must_be_a_bool(tmp_path, unclear):
+    # overwrite="no" is truthy: taken as a yes it would replace the file; anything but True/False is refused
+    path = tmp_path / "ck.minitx"
+    save(path, {"x": np.zeros(2)}, {"step": 1})
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        save(path, {"x": np.ones(2)}, {"step": 2}, overwrite=unclear)
+    assert load(path)[1] == {"step": 1}
+
+
 def test_overwrite_true_replaces(tmp_path):
     path = tmp_path / "ck.minitx"
     save(path, {"x": np.zeros(2)}, {"step": 1})

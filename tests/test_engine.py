@@ -1,6 +1,6 @@
 """The serving engine (minitx.serving.engine) against references that do not go through it.
 
-Acceptance (issue 12): with greedy sampling in float64, every request's tokens, under every policy, KV layout,
+What must hold: with greedy sampling in float64, every request's tokens, under every policy, KV layout,
 chunked prefill, preemption forced by a small pool, and arrivals drawn by hypothesis, equal `minitx.generate` for
 that prompt alone; sampled tokens too, when the request carries its own seed; in float32 the logits each token was
 sampled from agree with a float64 forward of the same weights within the float32 rounding rule. The timeline,
@@ -247,3 +247,33 @@ def test_hostile_arguments_give_clean_errors(engine_kw, submit_kw):
 
 def test_exported():
     assert minitx.Engine is Engine
+
+
+small_or_huge = st.one_of(st.integers(1, 64), st.integers(2 ** 34, 2 ** 53))
+
+
+@settings(max_examples=30)
+@given(st.sampled_from(["paged", "contiguous"]), small_or_huge, st.one_of(st.none(), small_or_huge), small_or_huge)
+def test_a_pool_or_batch_past_this_machine_is_refused_before_it_is_allocated(layout, max_batch, num_blocks,
+                                                                              block_size):
+    """A pool of 2**40 blocks, a block table of 2**40 slots, or a default pool of max_batch × the longest request's
+    blocks: a ValueError that names them, before the block manager's free list or the store exists (sizes are
+    small or far past this machine, never in between: what is accepted runs)."""
+    engine = Engine(MODELS[("gpt2", "unfused")], "continuous", layout, block_size=block_size, num_blocks=num_blocks,
+                    max_batch=max_batch)
+    try:
+        engine.submit([1, 2, 3], 2)
+    except ValueError as e:                         # a pool too small for the request: refused at submit
+        assert "could never run" in str(e)
+        return
+    try:
+        result = engine.run()
+    except ValueError as e:
+        assert "KV" in str(e) and ("max_batch" in str(e) or "num_blocks" in str(e)), str(e)
+        return
+    assert len(result.requests[0].tokens) == 2
+
+
+def test_an_empty_prompt_is_refused_by_name():
+    with pytest.raises(ValueError, match="prompt_ids is empty"):
+        Engine(MODELS[("gpt2", "unfused")]).submit([], 3)

@@ -365,6 +365,8 @@ def test_an_exception_in_student_code_is_an_error_verdict():
 def test_check_refuses_an_unknown_name():
     with pytest.raises(ValueError, match="is not an exercise"):
         grade.check(lambda cfg: 1, "count_parameters")
+    with pytest.raises(TypeError, match="fn must be your exercise function"):
+        grade.check("count_params")                   # the name, not the function
 
 
 # ---- hostile answers ----------------------------------------------------------------------------------------------

@@ -161,3 +161,15 @@ def test_complex_gradients_and_a_model_that_is_not_one_are_refused():
         AdamW(model).step(grads)
     with pytest.raises(TypeError, match="model must be a minitx Transformer"):
         AdamW("model")
+
+
+def test_cache_bookkeeping_is_checked_against_memory_even_by_shape():
+    # a shape-only cache holds no keys, but its lengths and block table are real arrays: 10**12 sequences would
+    # need 16 TB of int64 lengths + table rows (16 B each), 10**12 paged slots 64 TB of table (a slot's row holds the
+    # n_ctx / block_size = 32 / 4 = 8 blocks a full sequence can need, 8 B each)
+    from minitx import PagedKVCache
+    cfg = Config.preset("tiny-llama")
+    with pytest.raises(ValueError, match="KVCache lengths and table needs 16,000.0 GB"):
+        KVCache(cfg, batch=10**12, max_len=4, shape_only=True)
+    with pytest.raises(ValueError, match="PagedKVCache block table needs 64,000.0 GB"):
+        PagedKVCache(cfg, 4, 4, slots=10**12)

@@ -123,10 +123,10 @@ def test_pictures_are_drawn_inline_in_a_notebook(name):
 
 @pytest.mark.parametrize("name", lessons())
 def test_every_lesson_runs_as_a_notebook(name):
+    # How long each took is printed (pytest -s), not asserted: timings belong in benchmarks, not in tests.
     text, _ = run_lesson(name)
-    seconds = _results[name][2]
+    print(f"{name}: {_results[name][2]:.1f} s as a notebook")
     assert text.strip(), f"{name} printed nothing"
-    assert seconds < 120, f"{name} took {seconds:.0f} s as a notebook; a lesson should run in about a minute"
 
 
 def test_the_kernel_is_this_environment():

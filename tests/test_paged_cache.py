@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from minitx import Transformer, count, formulas
 from minitx.core.batch import Block, pack
 from minitx.core.paged_cache import PagedKVCache
+from reference_ops import assert_close
 from strategies import TINY, TINY_LLAMA, configs
 
 ATTENTIONS = ["unfused", "fused"]
@@ -30,7 +31,8 @@ def packed(seqs: list[list[int]], starts: list[int]):
 def test_paged_attention_equals_each_sequence_alone(cfg, attention, block_size, data):
     """Prompts prefilled into blocks scattered over the pool (a drawn permutation), then one decode token each:
     every logit equals the model's plain forward over that sequence alone (float64; a different batch shape
-    rounds differently, hence the tolerance: far below any real bug, which errs by O(|logits|))."""
+    rounds differently, hence the float64 rounding rule of assert_close: far below any real bug, which errs by
+    O(|logits|))."""
     model = Transformer(cfg, dtype="float64", attention=attention)
     lengths = data.draw(st.lists(st.integers(1, cfg.n_ctx - 1), min_size=1, max_size=3))
     seqs = [data.draw(st.lists(st.integers(0, cfg.vocab_size - 1), min_size=n + 1, max_size=n + 1)) for n in lengths]
@@ -45,11 +47,14 @@ def test_paged_attention_equals_each_sequence_alone(cfg, attention, block_size, 
     logits, _ = model.run(packed(prompts, [0] * len(seqs)), cache)
     step, _ = model.run(packed(seqs, lengths), cache)               # each sequence's last token, at its length
     scale = max(np.abs(model.forward([s])).max() for s in seqs)
+    # the longest float64 sum behind a logit, in each of the L layers the error compounds through: a matmul over
+    # d_model or d_ff inputs, or attention over up to n_ctx keys
+    terms = max(cfg.d_model, cfg.d_ff, cfg.n_ctx) * cfg.n_layers
     start = 0
     for s, n, row in zip(seqs, lengths, step):
         alone = model.forward([s])[0]
-        np.testing.assert_allclose(logits[start:start + n], alone[:n], rtol=0, atol=1e-12 * scale)
-        np.testing.assert_allclose(row, alone[n], rtol=0, atol=1e-12 * scale)
+        assert_close(logits[start:start + n], alone[:n], "prefilled logits", np.float64, terms=terms, scale=scale)
+        assert_close(row, alone[n], "decoded logits", np.float64, terms=terms, scale=scale)
         start += n
 
 

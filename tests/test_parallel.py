@@ -88,7 +88,12 @@ def test_seventy_b_in_bf16_is_refused_on_one_h100_and_fits_on_two():
 
 def test_the_memory_fraction_and_block_size_size_the_pool():
     cfg = Config.preset("llama-3-8b")
-    weights = formulas.num_params(cfg) * 2
+    # 8,030,261,248 parameters (Meta's config, as for 70B above: C 4096, L 32, NH 32, KV 8, HS 128, F 14336,
+    # V 128256, untied), at 2 bytes each in bf16
+    C, L, NH, KV, HS, F, V = 4096, 32, 32, 8, 128, 14336, 128256
+    params = L * (C * (NH + 2 * KV) * HS + NH * HS * C + 3 * C * F + 2 * C) + 2 * V * C + C
+    assert params == 8_030_261_248
+    weights = params * 2
     per_token = 2 * 32 * 8 * 128 * 2                  # 131,072 bytes: K and V, 32 layers, 8 kv heads of 128, bf16
     plan = parallel.chip_memory(cfg, H100, "bf16", tp=1, block_size=32, memory_fraction=0.5)
     assert plan.num_blocks == int((40e9 - weights) // (32 * per_token))

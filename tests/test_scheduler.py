@@ -239,6 +239,12 @@ def test_bad_scheduler_arguments(kw, message):
         Scheduler(BlockManager(4, 4), **kw)
 
 
+def test_a_pool_too_large_to_keep_track_of_is_refused_not_allocated():
+    # the free list holds one Python int per block: 10**12 of them would take 40 TB; refused at once, by name
+    with pytest.raises(ValueError, match=r"num_blocks=1000000000000 must be an integer in \[1, 10000000\]"):
+        BlockManager(10 ** 12, 4)
+
+
 def test_misuse_of_steps_is_an_error():
     sched = Scheduler(BlockManager(8, 4), max_batch=2)
     sched.add(Request(0, 2, 3, 0))

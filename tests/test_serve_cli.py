@@ -8,9 +8,11 @@ import json
 import os
 import tempfile
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import minitx
 from minitx import Config, Transformer, generate
 from minitx.cli import main
 from minitx.io import checkpoint
@@ -190,3 +192,25 @@ def test_drawn_requests_files(capsys, lines, model):
     else:
         data = json.loads(out)
         assert all(0 <= t < 256 for r in data["requests"] for t in r["tokens"])
+
+
+def test_a_quantized_or_16_bit_checkpoint_is_served_in_its_own_weights(tmp_path, capsys):
+    """A checkpoint of an int4 model (minitx.quantize) keeps its integers and scales under the engine (--dtype sets
+    the activations: float32, what the quantized model ran in), and a bfloat16 one is widened exactly: the tokens
+    are what minitx.generate gives the loaded model itself."""
+    cfg = Config.preset("tiny-gpt2").replace(vocab_size=256)
+    base = Transformer(cfg, seed=3)
+    base.flat[:] = np.random.default_rng(0).normal(0.0, 0.5, base.flat.size)   # logits far from ties
+    half = Transformer(cfg, dtype="bfloat16", init=False)
+    half.flat[:] = base.flat
+    path = write(tmp_path, [{"prompt": [1, 2], "max_new_tokens": 6}])
+    for name, model in (("q4", minitx.quantize(base, "int4", group_size=8)), ("b16", half)):
+        ckpt = str(tmp_path / f"{name}.ckpt")
+        checkpoint.save_model(ckpt, model)
+        loaded = checkpoint.load_model(ckpt)[0]
+        code, out, err = run(capsys, "serve", "--checkpoint", ckpt, "--requests", path, "--json")
+        assert code == 0, err
+        widened = loaded if name == "q4" else Transformer(cfg, init=False)
+        if name == "b16":
+            widened.flat[:] = loaded.flat                  # bfloat16 -> float32: exact
+        assert json.loads(out)["requests"][0]["tokens"] == generate(widened, [[1, 2]], 6)[0], name

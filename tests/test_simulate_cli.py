@@ -67,6 +67,7 @@ def test_tensor_parallel_70b(capsys):
     base = ["simulate", "llama-2-70b", "--hw", "h100", "--rate", "2", "--num-requests", "10", "--prompt", "256",
             "--gen", "16"]
     code, _, err = run(capsys, base)
+    # 68,976,648,192 parameters × 2 bytes (bf16) = 137.95 GB (derived in tests/test_parallel.py), over 80 GB
     assert code == 2 and "137.95 GB of weights" in err and "80.00 GB" in err and "--tp 2" in err
     code, out, err = run(capsys, base + ["--tp", "2", "--json"])
     assert code == 0, err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -106,6 +107,24 @@ def test_unreadable_traces(tmp_path):
     (tmp_path / "long.jsonl").write_text('{"arrival_s": 0' + " " * 5000 + "}")
     with pytest.raises(ValueError, match="longer than"):
         workload.read_trace(tmp_path / "long.jsonl", 64)
+    with pytest.raises(TypeError, match="path"):
+        workload.read_trace(None, 64)
+    if hasattr(os, "mkfifo"):                   # a FIFO with no writer: opening it to read would wait forever
+        os.mkfifo(tmp_path / "fifo.jsonl")
+        with pytest.raises(ValueError, match="not a regular file"):
+            workload.read_trace(tmp_path / "fifo.jsonl", 64)
+    if os.path.exists("/dev/zero"):             # a device that never ends
+        with pytest.raises(ValueError, match="not a regular file"):
+            workload.read_trace("/dev/zero", 64)
+
+
+def test_write_trace_checks_every_job_before_it_creates_the_file(tmp_path):
+    path = tmp_path / "trace.jsonl"
+    with pytest.raises(TypeError, match=r"jobs\[1\]"):
+        workload.write_trace([Job(0.0, 4, 2, 4), (0.0, 4, 2, 4)], path)
+    with pytest.raises(TypeError, match="overwrite"):
+        workload.write_trace([Job(0.0, 4, 2, 4)], path, overwrite="no")
+    assert not path.exists()                    # never half a trace
 
 
 # ==============================================================================================================
@@ -201,6 +220,38 @@ def test_bad_arguments():
     long_tiny = TINY.replace(n_ctx=100_000)
     with pytest.raises(ValueError, match="more than the simulator keeps track of"):
         simulator.simulate(long_tiny, H100, [Job(0.0, 10, 2, 99_990)] * 200, "float32", block_size=1, max_batch=200)
+
+
+hostile = st.one_of(st.none(), st.booleans(), st.integers(-2, 5), st.integers(2 ** 40, 2 ** 70), st.floats(),
+                    st.text(max_size=3), st.lists(st.integers(-1, 3), max_size=2),
+                    st.sampled_from(["bf16", "int8", "fp32", "fused", "unfused", "static", "paged", "contiguous"]))
+
+
+def mostly(valid):
+    """A valid value three times in four, else a hostile one: most examples get past the first check."""
+    return st.tuples(st.integers(0, 3), valid, hostile).map(lambda t: t[1] if t[0] else t[2])
+
+
+SIMULATE_ARGUMENTS = {"dtype": st.sampled_from(["float32", "bf16", "fp16"]),
+                      "attention": st.sampled_from(["fused", "unfused"]),
+                      "policy": st.sampled_from(["static", "continuous"]),
+                      "kv_layout": st.sampled_from(["paged", "contiguous"]), "block_size": st.integers(1, 8),
+                      "max_batch": st.integers(1, 4), "chunked_prefill": st.sampled_from([None, 4, 8]),
+                      "tp": st.sampled_from([1, 2]), "mfu": st.floats(0.1, 1), "mbu": st.floats(0.1, 1),
+                      "memory_fraction": st.floats(0.1, 1), "num_blocks": st.sampled_from([None, 2, 8, 40])}
+
+
+@settings(max_examples=60, deadline=None)
+@given(mostly(st.just(H100)), st.fixed_dictionaries({}, optional={k: mostly(v) for k, v in SIMULATE_ARGUMENTS.items()}),
+       mostly(st.just([Job(0.0, 4, 2, 4), Job(0.5, 9, 3, 5)])))
+def test_hostile_arguments_give_clean_errors(hw, kwargs, jobs):
+    """Whatever simulate() is handed: a result, or a ValueError / TypeError that says what is wrong."""
+    try:
+        result = simulator.simulate(TINY, hw, jobs, **kwargs)
+    except (ValueError, TypeError) as e:
+        assert str(e)
+        return
+    assert result.summary.output_tokens == 2 + 3
 
 
 def test_offered_load_scaling():
@@ -301,6 +352,8 @@ def test_ttft_grows_with_batch_size():
 
 
 def test_seventy_b_needs_two_h100s_in_bf16():
+    # 68,976,648,192 parameters × 2 bytes (bf16) = 137.95 GB of weights (the arithmetic: tests/test_parallel.py,
+    # test_seventy_b_in_bf16_is_refused_on_one_h100_and_fits_on_two), more than an H100's 80 GB
     llama70 = Config.preset("llama-2-70b")
     jobs = workload.poisson(2.0, 20, 256, 32, llama70.n_ctx, seed=0)
     with pytest.raises(ValueError, match=r"137\.95 GB of weights.*80\.00 GB"):

@@ -1,5 +1,7 @@
 """The measurement helper: median, spread and the noise verdict, on hand-made samples (no clock involved)."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minitx.measure.timing import NOISY_SPREAD, Timing, noise_warning, timed
 
@@ -33,3 +35,20 @@ def test_timed_warms_up_then_times_each_call():
             timed(lambda: None, repeats=bad)
     with pytest.raises(ValueError, match="at least one sample"):
         Timing(())
+
+
+hostile = st.one_of(st.none(), st.booleans(), st.integers(-3, 4), st.integers(2 ** 60, 2 ** 70), st.floats(),
+                    st.text(max_size=3), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=40)
+@given(st.one_of(st.just(lambda: None), hostile), hostile, hostile)
+def test_hostile_arguments_give_clean_errors(fn, repeats, warmup):
+    """minitx.timed with anything: a Timing of `repeats` samples, or a ValueError / TypeError that names the
+    argument (huge counts are refused by the 2**53 bound of every size, never looped over)."""
+    try:
+        t = timed(fn, repeats=repeats, warmup=warmup)
+    except (ValueError, TypeError) as e:
+        assert any(name in str(e) for name in ("fn", "repeats", "warmup")), str(e)
+        return
+    assert len(t.samples) == repeats

@@ -1,7 +1,8 @@
 """`minitx serve`: run a file of requests through the serving engine (minitx.serving.engine) on a real model.
 
     minitx serve tiny-llama --requests reqs.jsonl                      a preset, random weights from --seed
-    minitx serve --checkpoint runs/minitx.ckpt --requests reqs.jsonl   a model saved by `minitx train`
+    minitx serve --checkpoint runs/minitx.ckpt --requests reqs.jsonl   a model saved by `minitx train` (or
+                                                                       minitx.save_model: 16-bit, quantized)
     minitx serve small-llama --requests reqs.jsonl --policy static --kv-layout contiguous --hw h100-sxm --json
 
 The requests file is JSON Lines, one request per line (blank lines are skipped; a request's id is its line
@@ -19,11 +20,10 @@ samples from a stream seeded by --seed and its id. The same flags and file give 
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
-import stat
 
+from ..io.text_file import read_text_file
 from ..units import TIME_UNITS, pick_unit, scaled
 from .common import CommandError, load_model, print_json, whole_number
 
@@ -36,12 +36,15 @@ BYTE_VOCAB = 256
 def add_arguments_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", nargs="?", default=None,
                    help="a preset (random weights from --seed), or leave out and give --checkpoint")
-    p.add_argument("--checkpoint", metavar="PATH", default=None, help="a model saved by `minitx train`")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="a model saved by `minitx train` (or minitx.save_model)")
     p.add_argument("--requests", metavar="FILE", required=True,
                    help="JSON Lines: one request per line, {\"prompt\": ids or text, \"max_new_tokens\": N, ...}")
     p.add_argument("--seed", default="0", metavar="S",
                    help="seeds a preset's random weights and the sampling of requests without a seed (default 0)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="the model's dtype")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="the model's dtype: its activations, KV cache and float weights (a --checkpoint in 16 bits is "
+                        "widened exactly; a quantized one keeps its int8/int4 matrices)")
     p.add_argument("--attention", default="fused", choices=["fused", "unfused"],
                    help="fused: one kernel reading keys through the KV store (what servers run; default); "
                         "unfused: scores, softmax and mix as separate ops")
@@ -67,22 +70,8 @@ def add_arguments_serve(p: argparse.ArgumentParser) -> None:
 
 def read_text(path: str, flag: str = "--requests") -> str:
     """The file's text, if it is a regular file of at most MAX_FILE_BYTES of UTF-8 (a FIFO, a device or /dev/zero
-    is refused before reading, so nothing blocks or reads forever)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{flag} {path}: not a regular file")
-        data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"{flag} {path}: larger than {MAX_FILE_BYTES >> 20} MiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{flag} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    is refused before reading, so nothing blocks or reads forever: minitx.io.text_file)."""
+    return read_text_file(path, MAX_FILE_BYTES, f"{flag} {path}")
 
 
 def _reject_constant(name: str):
@@ -137,8 +126,15 @@ def _model(args, seed: int):
         except IsADirectoryError:
             raise ValueError(f"--checkpoint {args.checkpoint}: a directory; give the checkpoint file") from None
         trained, meta = loaded[0], loaded[-1]
-        model = Transformer(trained.cfg, dtype=args.dtype, attention=args.attention)
-        model.flat[:] = trained.flat                      # float32 -> float64 exactly; float64 -> float32 rounds
+        # --dtype sets the activations, the KV cache and the float weights; a quantized checkpoint's int8/int4
+        # matrices stay as they were saved (the same integers and scales), beside them
+        p = trained.precision
+        model = Transformer(trained.cfg, dtype=args.dtype, weight_dtype=p.weights if trained.quantized else None,
+                            group_size=p.group_size, attention=args.attention, init=False)
+        model.flat[:] = trained.flat       # float32/16-bit -> float64 or float32 exactly; float64 -> float32 rounds
+        for name, qw in model.quantized.items():
+            qw.values[...] = trained.quantized[name].values
+            qw.scales[...] = trained.quantized[name].scales
         byte_level = meta.get("tokenizer") == "bytes" and model.cfg.vocab_size <= BYTE_VOCAB
         return model, os.path.basename(args.checkpoint), byte_level
     cfg = load_model(args.model)

@@ -84,6 +84,8 @@ class KVCache:
             self.buffer = np.zeros(shape, dtype=self.dtype)
         self.k = [self.buffer[0, l] for l in range(L)]
         self.v = [self.buffer[1, l] for l in range(L)]
+        # The bookkeeping is real even for a shape-only cache: lengths and table, 16 bytes per sequence.
+        require_memory(16 * batch, "KVCache lengths and table")
         self.lengths = np.zeros(batch, dtype=np.int64)
         self.table = np.arange(batch, dtype=np.int64)[:, None]     # slot b: row b, all X columns
 

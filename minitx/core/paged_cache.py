@@ -62,6 +62,24 @@ def _gather_blocks(pool, table, slot, out):
                 out[bi, h, lo:hi, :] = pool[row, h, :hi - lo, :]
 
 
+@njit(cache=True, error_model="numpy")
+def _blocks_in_pool(blocks, table, num_blocks, X):
+    # blocks (n_blocks, 5) int64 rows of (start, slot, b, n, p), table (slots, width) int64: True when _check_block
+    # below passes for every block (its slots are table rows, positions 0..p+n-1 fit the table, and each entry
+    # they use is a block of the pool). One pass, no temporaries; anything unusual answers False and the
+    # per-block checks decide. It reads nothing before checking that it is in range.
+    slots, width = table.shape
+    for k in range(blocks.shape[0]):
+        slot, b, keys = blocks[k, 1], blocks[k, 2], blocks[k, 4] + blocks[k, 3]
+        if slot < 0 or b < 1 or slot + b > slots or keys < 1 or keys > X * width:
+            return False
+        for s in range(slot, slot + b):
+            for e in range((keys + X - 1) // X):
+                if table[s, e] < 0 or table[s, e] >= num_blocks:
+                    return False
+    return True
+
+
 class PagedKVCache:
     """Keys and values of every layer in a pool of `num_blocks` blocks of `block_size` positions, shared by up to
     `slots` sequences of up to `max_len` positions (default the model's context). See the module docstring.
@@ -93,7 +111,9 @@ class PagedKVCache:
             self.buffer = np.zeros(shape, dtype=self.dtype)
         self.k = [self.buffer[0, l] for l in range(L)]
         self.v = [self.buffer[1, l] for l in range(L)]
-        # One row per slot, one entry per block a sequence of max_len positions can need. -1: no block.
+        # One row per slot, one entry per block a sequence of max_len positions can need. -1: no block. Real even for
+        # a shape-only cache, so checked like the pool.
+        require_memory(slots * -(-max_len // X) * 8, "PagedKVCache block table")
         self.table = np.full((slots, -(-max_len // X)), -1, dtype=np.int64)
 
     # ---- sizes ---------------------------------------------------------------------------------------------------
@@ -152,7 +172,11 @@ class PagedKVCache:
     def check_batch(self, batch: TokenBatch) -> None:
         """Every table entry the split (writes) and attention (reads) will use for `batch` must be a block of the
         pool: positions 0..p+n-1 of each block's slots. A ValueError naming the slot otherwise."""
-        for blk in batch.blocks:
+        blocks = batch.block_array
+        if blocks.ndim == 2 and blocks.shape[1] == 5 and _blocks_in_pool(blocks, self.table, self.num_blocks,
+                                                                         self.block_size):
+            return                          # the usual case, in one compiled pass (once per model call)
+        for blk in batch.blocks:            # else block by block, to name what is wrong
             self._check_block(blk)
 
     def _check_block(self, blk: Block) -> None:

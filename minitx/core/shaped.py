@@ -25,7 +25,10 @@ def shaped(shape: tuple[int, ...], dtype) -> Shaped:
 
 def is_shaped(*arrays) -> bool:
     """True when any of the arrays is Shaped (then the op runs by shape: no kernel, Shaped outputs)."""
-    return any(isinstance(a, Shaped) for a in arrays)
+    for a in arrays:                 # a plain loop: called by every op, a generator costs more than the test
+        if isinstance(a, Shaped):
+            return True
+    return False
 
 
 def empty(shape: tuple[int, ...], dtype, like: np.ndarray) -> np.ndarray:

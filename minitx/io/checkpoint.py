@@ -113,6 +113,8 @@ def save(path, tensors: dict[str, np.ndarray], meta: dict, overwrite: bool = Fal
     this one is writing).
     """
     path = os.fspath(path)
+    if not isinstance(overwrite, (bool, np.bool_)):     # overwrite="no" is truthy: it must not replace a file
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r:.40}")
     if not overwrite and os.path.lexists(path):  # early, cheap; the exclusive link below decides
         raise FileExistsError(_exists_message(path))
     if not isinstance(tensors, dict):

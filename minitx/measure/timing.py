@@ -73,6 +73,8 @@ class Timing:
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> Timing:
     """Call `fn()` `warmup` times untimed, then `repeats` times, each timed alone with time.perf_counter."""
+    if not callable(fn):
+        raise TypeError(f"fn must be a function of no arguments (timed(lambda: work())), got {type(fn).__name__}")
     repeats = checks.integer("repeats", repeats)
     warmup = checks.integer("warmup", warmup, 0)
     for _ in range(warmup):

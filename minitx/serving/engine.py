@@ -53,11 +53,14 @@ from ..core.generate import Sampler, _check_stop_tokens
 from ..core.kv_cache import KVCache
 from ..core.model import Transformer
 from ..core.paged_cache import PagedKVCache
+from ..dtypes import numpy_dtype
+from ..measure.machine import require_memory
 from .hardware import Hardware, get as get_hardware
 from .roofline import analyze
-from .scheduler import LAYOUTS, POLICIES, BlockManager, Request, Scheduler, Step
+from .scheduler import LAYOUTS, MAX_BLOCKS, POLICIES, BlockManager, Request, Scheduler, Step
 
 DEFAULT_MAX_BATCH = 16
+LIST_ENTRY_BYTES = 40      # a Python list's slot (8 bytes) and the int object it points at (28 to 32 bytes)
 
 
 # ==============================================================================================================
@@ -212,6 +215,8 @@ class Engine:
         arr = np.asarray(prompt_ids) if not isinstance(prompt_ids, np.ndarray) else prompt_ids
         if arr.ndim != 1:
             raise ValueError(f"prompt_ids must be a 1-D sequence of token ids, got shape {arr.shape}")
+        if arr.size == 0:
+            raise ValueError("prompt_ids is empty: a request needs at least one prompt token")
         prompt = self.model.check_tokens(arr[None, :], "prompt_ids")[0]
         n_new = checks.integer("max_new_tokens", max_new_tokens)
         tokens = len(prompt) + n_new
@@ -235,6 +240,7 @@ class Engine:
             raise ValueError("no requests: submit() some first")
         longest = max(len(s.prompt) + s.max_new_tokens for s in self._submitted)
         num_blocks = self.pool_blocks(longest)
+        self._refuse_oversized(longest, num_blocks)
         blocks = BlockManager(num_blocks, self.block_size, self.kv_layout)
         sched = Scheduler(blocks, self.policy, self.max_batch, self.chunked_prefill, self.cfg.n_ctx)
         state = _RunState(self, blocks, self._store(longest, num_blocks))
@@ -267,6 +273,25 @@ class Engine:
     def pool_blocks(self, longest: int) -> int:
         """Blocks in the pool: num_blocks, or by default room for max_batch of the longest request submitted."""
         return self.num_blocks or self.max_batch * -(-longest // self.block_size)
+
+    def _refuse_oversized(self, longest: int, num_blocks: int) -> None:
+        """Refuse, before anything is allocated, a run whose KV store and bookkeeping would pass this machine's
+        memory: a ValueError naming the settings, not a process the system kills. The store is a pool of
+        num_blocks blocks and a block table of max_batch rows (paged), or max_batch rows of the longest request
+        (contiguous); the block manager and the slots are Python lists, an entry per block and per slot."""
+        if num_blocks > MAX_BLOCKS:
+            raise ValueError(f"a KV pool of {num_blocks:,} blocks (num_blocks, or by default max_batch="
+                             f"{self.max_batch:,} × the blocks of the longest request) is more than the engine keeps "
+                             f"track of ({MAX_BLOCKS:,}): give a smaller num_blocks or max_batch, or larger blocks")
+        c = self.cfg
+        per_position = 2 * c.n_layers * c.n_kv_heads * c.head_dim * numpy_dtype(self.model.precision.kv).itemsize
+        if self.kv_layout == "paged":
+            store = num_blocks * self.block_size * per_position + self.max_batch * -(-longest // self.block_size) * 8
+        else:
+            store = self.max_batch * longest * per_position
+        require_memory(store + LIST_ENTRY_BYTES * (num_blocks + self.max_batch),
+                       f"the engine's KV store (max_batch={self.max_batch:,}, {num_blocks:,} blocks of "
+                       f"{self.block_size:,})")
 
     def _store(self, longest: int, num_blocks: int):
         """The KV store: a block pool (paged), or one row per slot as long as the longest request."""

@@ -312,6 +312,9 @@ def get(name_or_path: "str | os.PathLike[str] | Hardware") -> Hardware:
     """
     if isinstance(name_or_path, Hardware):
         return name_or_path
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"hardware must be a preset name, a .json/.toml path or a minitx.hardware.Hardware, got "
+                        f"{type(name_or_path).__name__}")
     text = os.fspath(name_or_path)
     # Decided by the suffix alone, so a stray file called "h100" in the working directory changes nothing.
     if text.lower().endswith((".json", ".toml")):

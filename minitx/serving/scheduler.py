@@ -73,6 +73,9 @@ from .. import checks
 
 LAYOUTS = ("paged", "contiguous")
 POLICIES = ("static", "continuous")
+# The block manager keeps a Python list of its free block ids: ten million of them take about a second and 400 MB,
+# and a pool that large is a typo (or a model far too small for its chip). More is refused, not allocated.
+MAX_BLOCKS = 10_000_000
 
 
 # ==============================================================================================================
@@ -144,7 +147,7 @@ class BlockManager:
     """
 
     def __init__(self, num_blocks: int, block_size: int, layout: str = "paged"):
-        self.num_blocks = checks.integer("num_blocks", num_blocks)
+        self.num_blocks = checks.integer("num_blocks", num_blocks, 1, MAX_BLOCKS)
         self.block_size = checks.integer("block_size", block_size)
         self.layout = checks.one_of("layout", layout, LAYOUTS)
         self._free = list(range(self.num_blocks - 1, -1, -1))      # pop() takes block 0 first
@@ -542,4 +545,5 @@ class Scheduler:
                 f"pending={len(self._pending)}, finished={len(self._finished)}, preemptions={self.preemptions})")
 
 
-__all__ = ["BlockManager", "Chunk", "Progress", "Request", "Scheduler", "Step", "LAYOUTS", "POLICIES"]
+__all__ = ["BlockManager", "Chunk", "Progress", "Request", "Scheduler", "Step", "LAYOUTS", "MAX_BLOCKS",
+           "POLICIES"]

@@ -51,12 +51,13 @@ from .. import checks, dtypes
 from ..core.config import Config
 from . import parallel
 from .hardware import Hardware, get as get_hardware
-from .scheduler import LAYOUTS, POLICIES, BlockManager, Request, Scheduler
+from .scheduler import LAYOUTS, MAX_BLOCKS, POLICIES, BlockManager, Request, Scheduler
 from .step_cost import StepCost
 from .workload import Job
 
-# The block manager keeps a list of free block ids; ten million of them take about a second and 400 MB.
-MAX_POOL_BLOCKS = 10_000_000
+# The block manager's limit (a list of free block ids; ten million take about a second and 400 MB), checked here
+# first to say what to change.
+MAX_POOL_BLOCKS = MAX_BLOCKS
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,10 @@ def simulate(cfg: Config, hardware: "str | Hardware", jobs: Sequence[Job], dtype
     cost = StepCost(cfg, hw, pr, attention, tp=tp, mfu=mfu, mbu=mbu)
     policy = checks.one_of("policy", policy, POLICIES)
     kv_layout = checks.one_of("kv_layout", kv_layout, LAYOUTS)
-    jobs = list(jobs)
+    try:
+        jobs = list(jobs)
+    except TypeError:
+        raise TypeError(f"jobs must be a list of minitx.serving.workload.Job, got {type(jobs).__name__}") from None
     if not jobs:
         raise ValueError("jobs is empty: a simulation serves at least one request")
     for i, job in enumerate(jobs):

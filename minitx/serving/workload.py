@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
+from ..io.text_file import read_text_file
 
 MAX_TRACE_BYTES = 64 << 20          # 64 MiB: a million requests at ~60 bytes a line
 MAX_LINE_CHARS = 4096
@@ -114,23 +115,18 @@ def read_trace(path: "str | os.PathLike[str]", n_ctx: int) -> list[Job]:
     arrival, ties in file order). Blank lines are skipped; every other line must be an object with the known keys
     only, each checked: a bad line is a ValueError naming the file and its line number."""
     n_ctx = checks.integer("n_ctx", n_ctx)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
     path = Path(path)
     where = f"trace {str(path)!r}"
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_TRACE_BYTES + 1)
+    try:                       # a regular file only: a FIFO would block the read forever, /dev/zero never end
+        text = read_text_file(path, MAX_TRACE_BYTES, where)
     except FileNotFoundError:
         raise ValueError(f"{where}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{where} is a directory, not a JSON Lines file") from None
     except OSError as e:
         raise ValueError(f"{where}: {e.strerror or e}") from None
-    if len(raw) > MAX_TRACE_BYTES:
-        raise ValueError(f"{where} is larger than {MAX_TRACE_BYTES:,} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{where} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     jobs = [_job(f"{where}, line {number}", line, n_ctx)
             for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not jobs:
@@ -171,6 +167,10 @@ def _job(where: str, line: str, n_ctx: int) -> Job:
 def write_trace(jobs: list[Job], path: "str | os.PathLike[str]", overwrite: bool = False) -> None:
     """Write jobs as a JSON Lines trace that read_trace reads back. An existing file is refused unless
     overwrite=True."""
+    jobs = list(jobs)
+    for i, job in enumerate(jobs):            # all checked before the file is created: never half a trace
+        checks.instance(f"jobs[{i}]", job, Job, "a minitx.serving.workload.Job")
+    checks.instance("overwrite", overwrite, bool)
     path = Path(path)
     mode = "w" if overwrite else "x"
     try:

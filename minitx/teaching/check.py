@@ -17,8 +17,8 @@ the allocated buffers and from `minitx.memory`'s measurements. The formulas come
     at_most  a bound: the count must not exceed the formula's value
 
 One more kind of row is not a claim and is left out of the tally: an "illustration" compares a formula with a
-rule of thumb, for a setting nothing here runs in. There are none today: the settings the small models do not run
-in (a 16-bit decode step, the real models) are run by shape, their ops recording what they were handed.
+rule of thumb, for a setting nothing here runs in. There are none today: a 16-bit decode step is executed, and
+the real models, too large to run here, are run by shape, their ops recording what they were handed.
 
 `run_checks()` returns the rows as `Claim`s (tests and lessons use it); `format_table` prints them; the command
 (`minitx check`, minitx/cli/check.py) prints the table or JSON and exits 1 if any claim fails. Two families run: a GPT-2-style model (learned positions, LayerNorm, GELU MLP,

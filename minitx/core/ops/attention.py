@@ -209,6 +209,26 @@ def split_forward(qkv: np.ndarray, batch: TokenBatch, n_heads: int, cos: np.ndar
     return q, SplitCache(batch, cos, sin, n_heads)
 
 
+@njit(cache=True, error_model="numpy")
+def _token_places(blocks, pos, table, X, own, rows, cols):
+    # blocks (n_blocks, 5) rows of (start, slot, b, n, p), pos (N,), table (slots, rows/slot), X positions per pool
+    # row; own (n_slots, ≥ max pos + 1) zeros, rows and cols (N,) out. Token r, sequence bi of its block (slot
+    # s = slot + bi) at position p: own[s, p] = r, where the float32 split puts its key and value (row r of a
+    # one-column scratch pool), and (rows[r], cols[r]) = (table[s, (p // X) mod width], p mod X), where they
+    # belong in the store's pools (the address _split_fwd writes to). The walk of _split_fwd, addresses only:
+    # one compiled pass where NumPy would take a dozen calls per layer.
+    width = table.shape[1]
+    for blk in range(blocks.shape[0]):
+        start, slot, b, n = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
+        for bi in range(b):
+            for ti in range(n):
+                r = start + bi * n + ti
+                p = pos[r]
+                own[slot + bi, p] = r
+                rows[r] = table[slot + bi, (p // X) % width]
+                cols[r] = p % X
+
+
 def _split_half(qkv, batch: TokenBatch, n_heads: int, cos, sin, q, k_pool, v_pool, table) -> None:
     """split_forward's work for 16-bit arrays (minitx.core.ops.half): the float32 kernel rotates and lays out q,
     and writes each token's k and v into float32 rows of its own (token r in row r of a one-column pool, through
@@ -216,13 +236,10 @@ def _split_half(qkv, batch: TokenBatch, n_heads: int, cos, sin, q, k_pool, v_poo
     at (table[slot, (p // X) mod width], p mod X), where the float kernel would have written them."""
     N = qkv.shape[0]
     KV, X, HS = k_pool.shape[1], k_pool.shape[2], k_pool.shape[3]
-    # Each token's sequence slot, from the blocks (rows start..start+b·n-1, n tokens per sequence), vectorised:
-    # a Python loop over the blocks would cost more than the kernel at decode, where every sequence is a block.
     blocks, pmax = batch.block_array, int(batch.pos.max())
-    start, first, n = (np.repeat(blocks[:, i], blocks[:, 2] * blocks[:, 3]) for i in (0, 1, 3))
-    slot = first + (np.arange(N) - start) // n
     own = np.zeros((batch.n_slots, pmax + 1), dtype=np.int64)
-    own[slot, batch.pos] = np.arange(N)
+    rows, cols = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64)
+    _token_places(blocks, batch.pos, table, X, own, rows, cols)
     k_rows, v_rows = np.empty((N, KV, 1, HS), np.float32), np.empty((N, KV, 1, HS), np.float32)
     q32 = np.empty(q.shape, np.float32)
     none = np.empty((0, HS // 2), dtype=np.float32)
@@ -230,7 +247,6 @@ def _split_half(qkv, batch: TokenBatch, n_heads: int, cos, sin, q, k_pool, v_poo
     _split_fwd(widen(qkv), batch.pos, blocks, none if cos is None else widen(cos[:pmax + 1]),
                none if sin is None else widen(sin[:pmax + 1]), n_heads, KV, q32, k_rows, v_rows, own)
     q[...] = q32
-    rows, cols = table[slot, (batch.pos // X) % table.shape[1]], batch.pos % X
     k_pool[rows, :, cols, :] = k_rows[:, :, 0, :]               # (N, KV, HS) rounded to the pools' 16 bits
     v_pool[rows, :, cols, :] = v_rows[:, :, 0, :]
 

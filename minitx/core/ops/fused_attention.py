@@ -40,7 +40,12 @@ Work shared, arithmetic not. The G = NH/KV query heads of a token share one kv h
 and tiles: they walk them together, each key and value loaded once for the G of them. Each (query, head) is still
 its own row of the online softmax doing exactly a row's arithmetic, so the count is per row whatever the grouping.
 Precision: the dot products and the e·v accumulation run in the model's dtype, as the unfused path's BLAS matmuls
-do; the running max and sum in float64, as its softmax does.
+do (float32 for a 16-bit model, whose cache the kernel reads in place, widening each key and value as it loads
+it); the running max and sum in float64, as its softmax does.
+
+Checked once per model call. Every table entry and position the kernel will read is checked before it runs
+(it does no bounds checks itself); a model call makes those checks once, in a FusedPlan that all its layers
+share, since they run the same batch through the same table into pools of one shape.
 
 Counting (minitx.accounting.conventions, "Fused attention"): the FLOPs are those of the loops below, per visible
 (query, key, head) entry, per tile and per (query, head) row; the bytes are those of an ideal fused kernel that
@@ -253,17 +258,18 @@ class FusedPlan(NamedTuple):
     pool_shape: tuple[int, int, int, int]   # (R, KV, X, HS)
     n_heads: int
     window: int | None
-    lo: np.ndarray                          # (n_blocks,) each block's first key position
-    hi: np.ndarray                          # (n_blocks,) one past its last
-    flops: int                              # the kernel's FLOPs and MACs over the batch (fused_attention_flops)
-    macs: int
+    span: int                               # the most keys one sequence of a block reads: max(hi − lo)
+    chunked: bool                           # some block runs n > 1 tokens per sequence (kt is then needed)
     key_positions: int                      # Σ over blocks of b·(hi − lo): keys (and values) read per kv head
+    cost: tuple[int, int] | None            # (FLOPs, MACs) of the kernel (fused_attention_flops), None when
+                                            # the plan was made outside a count() (worked out when needed)
 
 
-def _check(k_pool, v_pool, table, batch, n_heads, window) -> None:
+def _check(k_pool, v_pool, table, batch, n_heads, window) -> tuple[np.ndarray, np.ndarray]:
     """Everything the kernel indexes, but q, checked before it runs (the kernel itself does no bounds checks).
     Cheap: O(N) on the positions and O(blocks) on the table, against the kernel's O(N·NH·S·HS); and made once
-    per model call, not once per layer (FusedPlan). q is checked on every call (_check_q)."""
+    per model call, not once per layer (FusedPlan). q is checked on every call (_check_q).
+    Returns each block's key span (lo, hi) (block_key_span)."""
     if k_pool.ndim != 4 or v_pool.shape != k_pool.shape:
         raise ValueError(f"k_pool and v_pool must be one (R, KV, X, HS) shape, got {k_pool.shape}, {v_pool.shape}")
     R, KV, X, HS = k_pool.shape
@@ -271,16 +277,15 @@ def _check(k_pool, v_pool, table, batch, n_heads, window) -> None:
         raise ValueError(f"n_heads={n_heads} must be a positive multiple of the pools' KV={KV}")
     if window is not None and (isinstance(window, bool) or int(window) != window or window < 1):
         raise ValueError(f"window must be None or an integer ≥ 1, got {window!r}")
-    # The kernel computes in float32 or float64; it reads 16-bit pools as uint16 patterns it widens (_run_kernel),
-    # and shape-only arrays (any dtype) never reach it.
-    if not is_shaped(k_pool, v_pool) and not (k_pool.dtype.type in _KERNEL_TYPES
-                                               and v_pool.dtype.type in _KERNEL_TYPES):
-        raise ValueError(f"the fused kernel runs on float64/float32/bfloat16/float16 arrays, got pools "
-                         f"{k_pool.dtype}, {v_pool.dtype}")
+    _check_pool_dtypes(k_pool, v_pool)
     pos, blocks = batch.pos, batch.block_array
     N = pos.shape[0]
     if pos.dtype != np.int64 or table.dtype != np.int64 or table.ndim != 2 or table.shape[1] < 1:
         raise ValueError("positions and the block table must be int64, the table (slots, rows per slot)")
+    if pos.ndim == 1 and blocks.ndim == 2 and blocks.shape[1] == 5 and _blocks_fit(pos, blocks, table, R, X,
+                                                                                      int(window or 0)):
+        return block_key_span(blocks, window)       # the usual case, in one compiled pass
+    # Otherwise the same tests, vectorised, find what is wrong and say so (or pass an unusual but valid case).
     start, slot, b, n, p = blocks.T
     # The blocks must tile rows 0..N-1 in order (out is np.empty: every row must be written), with sizes ≥ 1.
     sizes = b * n
@@ -306,13 +311,62 @@ def _check(k_pool, v_pool, table, batch, n_heads, window) -> None:
     slots = np.repeat(slot, b) + np.arange(int(b.sum())) - np.repeat(np.cumsum(b) - b, b)
     used = table[slots]
     if used.min() >= 0 and used.max() < R:
-        return
+        return lo, hi
     for k in range(blocks.shape[0]):
         first, last = int(lo[k]) // X, (int(hi[k]) - 1) // X
         entries = (np.arange(first, last + 1) % width) if last - first + 1 < width else slice(None)
         used = table[slot[k]:slot[k] + b[k], entries]
         if used.min() < 0 or used.max() >= R:
             raise ValueError(f"block table rows {int(used.min())}..{int(used.max())} outside the pools' {R} rows")
+    return lo, hi
+
+
+@njit(cache=True, error_model="numpy")
+def _blocks_fit(pos, blocks, table, R, X, window):
+    # pos (N,), blocks (n_blocks, 5) rows of (start, slot, b, n, p), table (slots, width), all int64; R, X the
+    # pools' rows and positions per row; window W or 0. True when every test of _check below holds: the blocks
+    # tile rows 0..N-1 in order, each token sits at its block's p plus its index, the slots are table rows, no
+    # block needs more keys than the store keeps, and every table entry the kernel will read is a pool row.
+    # One pass and no temporaries: the model runs it once per call, where the vectorised tests cost dozens of
+    # NumPy calls. Conservative: anything unusual (a huge size or position) answers False, and the vectorised
+    # tests decide. It reads nothing before checking that it is in range: it runs on unchecked input.
+    N = pos.shape[0]
+    slots, width = table.shape
+    if blocks.shape[0] == 0:
+        return False
+    row = 0                                         # the first row the next block must start at
+    for k in range(blocks.shape[0]):
+        start, slot, b, n, p = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3], blocks[k, 4]
+        if start != row or b < 1 or n < 1 or b > N or n > N or p < 0 or p > 1 << 40:
+            return False
+        row = start + b * n
+        if row > N or slot < 0 or slot + b > slots:
+            return False
+        for r in range(start, row):                 # token r is its sequence's token (r − start) mod n
+            if pos[r] != p + (r - start) % n:
+                return False
+        hi = p + n
+        lo = max(0, p - window + 1) if window > 0 else 0
+        if hi - lo > X * width:
+            return False
+        # the entries (j // X) mod width of keys j = lo..hi-1: a run of them, or all when the run wraps around
+        first, last = lo // X, (hi - 1) // X
+        count = min(last - first + 1, width)
+        for s in range(slot, slot + b):
+            for e in range(count):
+                entry = table[s, (first + e) % width]
+                if entry < 0 or entry >= R:
+                    return False
+    return row == N
+
+
+def _check_pool_dtypes(k_pool, v_pool) -> None:
+    # The kernel computes in float32 or float64; it reads 16-bit pools as uint16 patterns it widens (_run_kernel),
+    # and shape-only arrays (any dtype) never reach it.
+    if not is_shaped(k_pool, v_pool) and not (k_pool.dtype.type in _KERNEL_TYPES
+                                               and v_pool.dtype.type in _KERNEL_TYPES):
+        raise ValueError(f"the fused kernel runs on float64/float32/bfloat16/float16 arrays, got pools "
+                         f"{k_pool.dtype}, {v_pool.dtype}")
 
 
 def _check_q(q, N: int, n_heads: int, HS: int) -> None:
@@ -328,13 +382,11 @@ def plan_fused_attention(k_pool: np.ndarray, v_pool: np.ndarray, table: np.ndarr
     """Check the store, the table and the batch for the kernel (`_check`) and work out what every layer's call
     shares: see FusedPlan. k_pool and v_pool (R, KV, X, HS) are any layer's pools (only their shape and dtype
     are read), table (slots, rows/slot) int64."""
-    _check(k_pool, v_pool, table, batch, n_heads, window)
-    HS = k_pool.shape[3]
+    lo, hi = _check(k_pool, v_pool, table, batch, n_heads, window)
     blocks = batch.block_array
-    lo, hi = block_key_span(blocks, window)
-    flops, macs = fused_attention_flops(batch.pos, n_heads, HS, window)
-    return FusedPlan(batch, table, tuple(k_pool.shape), n_heads, window, lo, hi, flops, macs,
-                     int((blocks[:, 2] * (hi - lo)).sum()))
+    cost = fused_attention_flops(batch.pos, n_heads, k_pool.shape[3], window) if counting() else None
+    return FusedPlan(batch, table, tuple(k_pool.shape), n_heads, window, int((hi - lo).max()),
+                     bool((blocks[:, 3] > 1).any()), int((blocks[:, 2] * (hi - lo)).sum()), cost)
 
 
 def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarray, table: np.ndarray,
@@ -348,11 +400,11 @@ def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarra
     if plan is None:
         plan = plan_fused_attention(k_pool, v_pool, table, batch, n_heads, window)
     elif not (plan.batch is batch and plan.table is table and plan.n_heads == n_heads and plan.window == window
-              and k_pool.shape == plan.pool_shape and v_pool.shape == plan.pool_shape
-              and (is_shaped(k_pool, v_pool) or (k_pool.dtype.type in _KERNEL_TYPES
-                                                 and v_pool.dtype.type in _KERNEL_TYPES))):
+              and k_pool.shape == plan.pool_shape and v_pool.shape == plan.pool_shape):
         raise ValueError("plan was made for another batch, block table, head count, window or pool shape: make "
                          "one with plan_fused_attention for these arguments (or pass plan=None)")
+    else:
+        _check_pool_dtypes(k_pool, v_pool)       # a layer's pools, of the planned shape: any dtype it can read
     KV, HS = plan.pool_shape[1], plan.pool_shape[3]
     N = batch.pos.shape[0]
     _check_q(q, N, n_heads, HS)
@@ -362,7 +414,8 @@ def fused_attention_forward(q: np.ndarray, k_pool: np.ndarray, v_pool: np.ndarra
     if counting():
         # each block's keys and values, once per sequence: positions lo..hi-1 (minitx.conventions)
         kv_read = 2 * KV * HS * k_pool.itemsize * plan.key_positions
-        record(name, "attention", plan.flops, plan.macs,
+        flops, macs = plan.cost or fused_attention_flops(batch.pos, n_heads, HS, window)
+        record(name, "attention", flops, macs,
                reads=(("activations", nbytes(q, batch.pos)), (kv_category, kv_read)),
                writes=(("activations", nbytes(out)),))
     return out
@@ -389,8 +442,8 @@ def _run_kernel(q, k_pool, v_pool, table, batch, n_heads, scale, window, plan, o
     # products and the e·v accumulation run in the model's dtype (sc, o); like its softmax, the running max
     # and sum are float64 (m, l).
     key_dtype = np.float32 if kind >= 0 else k_pool.dtype
-    span, tile, G = int((plan.hi - plan.lo).max()), cv.FUSED_TILE, n_heads // KV
-    kt = np.empty((HS, span if (blocks[:, 3] > 1).any() else 0), dtype=key_dtype)
+    span, tile, G = plan.span, cv.FUSED_TILE, n_heads // KV
+    kt = np.empty((HS, span if plan.chunked else 0), dtype=key_dtype)
     kt_tile = np.empty((HS, tile), dtype=key_dtype)
     rows, cols = np.empty(span, dtype=np.int64), np.empty(span, dtype=np.int64)
     sc, o = np.empty((G, tile), dtype=q_run.dtype), np.empty((G, HS), dtype=q_run.dtype)

@@ -131,7 +131,7 @@ def load(x, kind):
     raise NotImplementedError("load is for Numba kernels")
 
 
-@overload(load, inline="always")
+@overload(load)
 def _load(x, kind):
     # Chosen by type when the kernel compiles: a float32/float64 kernel does no work here at all.
     if isinstance(x, types.Float):

@@ -98,6 +98,9 @@ def _call(fn: Callable, args: tuple) -> Answer:
 def check(fn: Callable, name: str | None = None) -> ExerciseResult:
     """Grade one function in this process, by its name (or `name`): for a notebook, where the code is yours.
     No timeout and no sandbox; `minitx grade FILE` runs a file in a separate process."""
+    if not callable(fn):
+        raise TypeError(f"fn must be your exercise function (check(count_params)), got {type(fn).__name__} "
+                        f"{fn!r:.40}")
     exercise = BY_NAME.get(name or getattr(fn, "__name__", ""))
     if exercise is None:
         raise ValueError(f"{name or getattr(fn, '__name__', fn)!r} is not an exercise; exercises: "

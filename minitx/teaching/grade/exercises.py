@@ -71,8 +71,8 @@ def _presets(names: tuple[str, ...], *args_of: Callable[[Config], tuple], extra:
 
 
 def _sixteen(names, *args_of, which=("gpt2-style", "llama-gqa", "llama-head-dim-16")) -> list[Case]:
-    """A few small models in a 16-bit format: counted by shape (no bf16 kernel runs here)."""
-    return [Case(SMALL_BY_NAME[n], (SMALL_BY_NAME[n],) + make(SMALL_BY_NAME[n]), names, False,
+    """A few small models in a 16-bit format, run for real (bfloat16 storage, float32 arithmetic)."""
+    return [Case(SMALL_BY_NAME[n], (SMALL_BY_NAME[n],) + make(SMALL_BY_NAME[n]), names, True,
                  frozenset({SIXTEEN_BIT})) for n in which for make in args_of]
 
 

@@ -14,9 +14,9 @@ model of the same family. When the base passes and its sibling fails, the featur
     odd      gpt2-odd, llama-odd: sizes no formula can round away (V = 101 or 77, 5 or 6 heads, 3 layers)
     real     gpt2, llama-3-8b, mistral-7b, gemma-2b, gemma-7b (their published shapes), run by shape
 
-Small models run for real (float32, allocated, the kernels executed); real presets run by shape
-(`Transformer(cfg, shape_only=True)`: the same ops record the same costs, nothing the size of a weight is
-allocated), and so do the 16-bit cases, which no kernel of this CPU runs.
+Small models run for real (float32, or the 16-bit format a case names: allocated, the kernels executed); real
+presets run by shape (`Transformer(cfg, shape_only=True)`: the same ops record the same costs, nothing the size
+of a weight is allocated).
 """
 from __future__ import annotations
 

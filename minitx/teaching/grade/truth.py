@@ -1,9 +1,10 @@
 """What minitx counts when it runs the model a case describes: the answers the grader compares students with.
 
 Every value here comes from execution, never from the closed forms of `minitx.formulas` (a test checks that this
-package does not import them): a small model is allocated and run for real, float32; a real preset, or a 16-bit
-format no kernel here runs, is run by shape (`Transformer(cfg, shape_only=True)`: the same ops, in the same
-order, record the same costs from the shapes and dtypes they are handed, with nothing allocated). Then:
+package does not import them): a small model is allocated and run for real, in float32 or in the 16-bit format
+the case names (bfloat16 and float16 run here too); a real preset is run by shape (`Transformer(cfg,
+shape_only=True)`: the same ops, in the same order, record the same costs from the shapes and dtypes they are
+handed, with nothing allocated). Then:
 
     parameters          the model's flat parameter buffer: its size, its bytes
     training memory     the buffers a training step allocated: weights, gradients, AdamW's m and v
@@ -30,6 +31,7 @@ from ...core.kv_cache import KVCache
 from ...core.model import Transformer
 from ...core.optim import AdamW
 from ...core.quantize_model import quantize
+from ...dtypes import RUNNABLE
 from ...serving.engine import Engine
 from ...serving.roofline import analyze
 from .grid import Case
@@ -53,8 +55,8 @@ def memo(fn):
 
 
 def model(case: Case, dtype: str = "float32", attention: str = "unfused") -> Transformer:
-    """The case's model: allocated and initialised when the case is real and the dtype runs here, else by shape."""
-    real = case.real and dtype == "float32"
+    """The case's model: allocated and initialised when the case is real (its dtype runs here), else by shape."""
+    real = case.real and dtype in RUNNABLE
     return Transformer(case.cfg, seed=0, dtype=dtype, attention=attention, shape_only=not real)
 
 
@@ -92,7 +94,7 @@ def training_state_bytes(case: Case) -> int:
 def kv_cache_bytes(case: Case) -> int:
     """The buffer of a full KV cache of `batch` × `seq_len` positions in `bytes_per_value`-byte numbers."""
     dtype = BYTES_TO_DTYPE[case.arg("bytes_per_value")]
-    real = case.real and dtype == "float32"
+    real = case.real and dtype in RUNNABLE
     cache = KVCache(case.cfg, case.arg("batch"), case.arg("seq_len"), dtype, shape_only=not real)
     return int(cache.buffer.nbytes)
 
