@@ -3,6 +3,7 @@ the bytes each step reads and the time this machine's measured bandwidth predict
 
     python benchmarks/decode_precision.py                 # the default model: ~410 MB of float32 weights
     python benchmarks/decode_precision.py --layers 4 --steps 16 --repeats 5
+    python benchmarks/decode_precision.py --threads 1     # every kernel on one core (a shared machine)
 
 The model: Llama-style, C = 1024, 8 layers, 16 heads, gated MLP of 2 · 2816, vocabulary 2048 (untied head):
 102 M parameters, 410 MB in float32, more than this CPU's L2 and beyond what a shared L3 keeps for one process.
@@ -16,8 +17,12 @@ machine was too noisy to conclude. Bytes per step are counted by the ops themsel
 step: reads and writes, weights, activations and KV cache); the prediction is bytes / the copy bandwidth that
 `minitx.hardware.get("this-machine")` measured (a roofline: the best this machine's memory allows). Ratios are
 tokens/s against float32's, in the same process. Threads: every kernel uses the same count (Numba's and BLAS's
-pools, 2 on the machine this was written on); the pools' idle threads are given a moment to go to sleep between
-precisions, so one precision's spinning workers do not steal the next one's cores.
+pools: all logical CPUs, 2 on the machine this was written on, or `--threads N`, set in the environment before
+NumPy loads its BLAS); the pools' idle threads are given a moment to go to sleep between precisions, so one
+precision's spinning workers do not steal the next one's cores. The load average (other programs' demand for
+the cores) is printed beside the figures: on a machine whose every core is busy elsewhere, a kernel split
+over all cores waits for the slowest one to be scheduled (a few ms per kernel, dozens of kernels per step), and
+`--threads 1` measures the kernels instead of the scheduler.
 
 This is a script, not a test: it prints a table and one JSON line.
 """
@@ -29,8 +34,31 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
+
+from threads import thread_env  # noqa: E402
+
+
+def threads_asked(argv: list[str]) -> int:
+    """--threads N (or --threads=N) from the command line, 0 when absent or not a number."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith("--threads="):
+            value = a.partition("=")[2]
+        else:
+            continue
+        return int(value) if value.isdigit() else 0
+    return 0
+
+
+# A thread count must be in the environment before NumPy loads its BLAS and Numba starts its pool: here, above
+# their imports (benchmarks/threads.py).
+if __name__ == "__main__" and threads_asked(sys.argv) > 0:
+    os.environ.update(thread_env(threads_asked(sys.argv), base={}))
 
 import numpy as np  # noqa: E402
 
@@ -90,14 +118,18 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=8, help="layers of the model (default 8: ~410 MB in float32)")
     parser.add_argument("--steps", type=int, default=8, help="decode steps per timed run (default 8)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per precision (default 7)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of every kernel, Numba's and BLAS's (default 0: all logical CPUs)")
     args = parser.parse_args()
     import numba
     machine = minitx.hardware.get("this-machine")
     cfg = bench_config(args.layers)
+    load_before = os.getloadavg()
     print(f"model: {cfg.name}, {minitx.formulas.num_params(cfg) / 1e6:.0f} M parameters, "
           f"{minitx.formulas.param_bytes(cfg) / 1e6:.0f} MB in float32; B = 1, fused attention")
     print(f"this machine: copy bandwidth {machine.bandwidth / 1e9:.1f} GB/s; threads: Numba "
-          f"{numba.get_num_threads()}, {os.cpu_count()} logical CPUs")
+          f"{numba.get_num_threads()}, BLAS {os.environ.get('OPENBLAS_NUM_THREADS', 'default (all)')}, "
+          f"{os.cpu_count()} logical CPUs; load average {load_before[0]:.2f} (1 min)")
     rows = measure(build(cfg), args.steps, args.repeats, machine.bandwidth)
     print(f"\n{'precision':<10}{'tokens/s':>10}{'vs fp32':>9}{'MB/step':>9}{'predicted':>11}{'measured':>10}"
           f"{'meas/pred':>10}  spread")
@@ -113,7 +145,10 @@ def main() -> int:
     warning = minitx.measure.timing.noise_warning([r["timing"] for r in rows], "these decode timings")
     if warning:
         print("WARNING:", warning)
+    load_after = os.getloadavg()
+    print(f"load average {load_after[0]:.2f} (1 min) after, {load_before[0]:.2f} before, on {os.cpu_count()} CPUs")
     print(json.dumps({"threads": numba.get_num_threads(), "bandwidth": machine.bandwidth,
+                      "loadavg": [load_before[0], load_after[0]],
                       "rows": [{k: v for k, v in r.items() if k != "timing"} for r in rows]}))
     return 0
 

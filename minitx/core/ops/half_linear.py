@@ -11,13 +11,33 @@ arrive from memory, so the kernel's one job is to stream the 16-bit weights past
 and widen each in a register, never in memory.
 
 How the decode kernel streams (`_gemv_km`, weights stored (K, M): row k holds the M outputs' weights of input
-k). The M output columns are cut into one strip per thread (`prange`): thread c owns columns m0..m1 and walks
-every row k from top to bottom, reading w[k, m0:m1], a contiguous run of (m1 − m0)·2 bytes, and adding
-x[k] · w[k, j] into its own accumulator row acc[j] (float32, small enough to stay in L1). Nothing is shared, so
-there is no reduction across threads, and each output is one sum over k in order. Four rows at a time: acc is
-loaded and stored once per four rows instead of once per row, and the four products are independent, so the
-inner loop is a straight line of conversions and multiply-adds over consecutive j that the compiler vectorises
-(16 float32 lanes with AVX-512). Conversion is integer work (a shift for bfloat16): no FLOPs.
+k). The M output columns are cut into strips, one per thread (`prange`; narrow matrices: see below): thread c
+owns columns m0..m1 and walks every row k from top to bottom, reading w[k, m0:m1], a contiguous run of
+(m1 − m0)·2 bytes, and adding x[k] · w[k, j] into its own accumulator row acc[j] (float32, small enough to stay
+in L1). Strips share nothing, so there is no reduction across them, and each output is one sum over k in order.
+Four rows at a time: acc is loaded and stored once per four rows instead of once per row, and the four products
+are independent, so the inner loop is a straight line of conversions and multiply-adds over consecutive j that
+the compiler vectorises (16 float32 lanes with AVX-512). Conversion is integer work (a shift for bfloat16): no
+FLOPs. Each pass takes two such groups of four rows, added in turn: the same sums, but eight rows of weights
+stream at once and acc moves half as often (measured 12-18% faster on this model's matrices, the narrow ones
+most).
+
+Why split the rows (K) too. A narrow matrix cut into column strips gives each thread short rows: M = 1024
+outputs over 2 threads is 512 columns, 1 KB of bfloat16 per row, and eight such rows in flight at once: eight
+short streams, which a core's prefetchers follow poorly (one thread of this kernel measured 8-10 GB/s on rows
+of 1024 bfloat16 values, 21-22 GB/s on rows of 2048 or 4096). So the decode kernels cut the work both ways
+(`decode_split`): column strips of at least WIDE_STRIP columns, and the threads left over take a range of rows
+each (split-K): the thread of block (ck, cm) sums rows k0..k1-1 of its strip's columns, long rows read top to
+bottom. Each range leaves a partial sum of every output: range 0 writes its partials into `out`, the others
+into a small (PK − 1, N, M) scratch, added into `out` once, in order, at the end (N·M adds per extra range,
+nothing next to the K·M weights streamed). The price: an output is no longer one sum over k in order but PK
+sums added together, the same float32 products in another order, so it moves within float32's rounding of the
+unsplit sum (tests/test_step_overhead.py bounds it) and depends on the thread count. Ranges start on multiples
+of eight rows (of the group size for quantized weights), so a decode row still adds exactly what a batched row
+adds. Measured (benchmarks/decode_precision.py's matrices, 2 threads, B = 1): bfloat16 22 -> 30 GB/s on the
+(1024, 1024) projection, 26 -> 30 on the (2816, 1024) down projection, 30 -> 35 on q|k|v (1024, 3072), level
+on the (1024, 5632) up projection; every matrix split by rows (strips of 4096 columns or more) was as fast as
+or faster than strips of 2048 on each of them, for bfloat16, int8 and int4 alike.
 
 More than one row of x (a batch of sequences decoding together): each group of four weight rows is widened
 once into a small float32 tile, then every row of x multiplies the same tile: each weight still crosses the
@@ -37,7 +57,9 @@ from .half import BF16, bf16_to_f32, bits, fp16_to_f32, half_kind, widen
 
 GEMV_MAX_ROWS = 8           # up to this many rows of x: the streaming kernels; more: widened tiles through BLAS
 TILE_VALUES = 1 << 18       # float32 values per widened tile on the BLAS path (1 MiB: stays in L2)
-MIN_STRIP = 64              # columns per thread at least: narrower strips cost more in set-up than they save
+MIN_STRIP = 64              # columns per widened tile on the BLAS path at least
+WIDE_STRIP = 4096           # decode: columns per thread's strip at least; threads left over split the rows
+MIN_SPLIT_ROWS = 64         # decode: rows per range at least when the rows are split (fewer: not worth a range)
 
 
 @njit(cache=True, inline="always")
@@ -46,28 +68,77 @@ def _widen(u, kind):
     return bf16_to_f32(u) if kind == BF16 else fp16_to_f32(u)
 
 
-def strips(M: int, unit: int = 1) -> int:
-    """How many strips of about MIN_STRIP columns or more the threads split M columns (units of `unit`
-    columns each) into: one per thread (numba.get_num_threads()), at least 1."""
-    return max(1, min(get_num_threads(), M // max(MIN_STRIP // unit, 1)))
+def decode_split(K: int, M: int, k_unit: int, m_unit: int = 1) -> tuple[int, int]:
+    """(PK, PM): how the decode kernels cut a (K, M) matrix among the threads (numba.get_num_threads()): PK
+    ranges of rows (in units of k_unit rows) × PM strips of columns (in units of m_unit columns), one block per
+    thread. Columns first, in strips of WIDE_STRIP columns or more; threads left over split the rows, each range
+    MIN_SPLIT_ROWS rows or more."""
+    T = get_num_threads()
+    PM = max(1, min(T, M // max(WIDE_STRIP // m_unit, 1)))
+    PK = max(1, min(T // PM, K // max(MIN_SPLIT_ROWS, k_unit)))
+    return PK, PM
+
+
+@njit(cache=True, inline="always")
+def span(n, unit, P, c):
+    # part c of P of range(n), cut on multiples of `unit` (the last part takes the remainder): (start, stop)
+    units = n // unit
+    start = c * units // P * unit
+    stop = n if c == P - 1 else (c + 1) * units // P * unit
+    return start, stop
+
+
+@njit(cache=True, error_model="numpy")
+def add_partials(partial, out):
+    # out (N, M) += partial[0] + partial[1] + ... (PK − 1, N, M): the split-K partial sums, added in order
+    for p in range(partial.shape[0]):
+        for n in range(out.shape[0]):
+            o, s = out[n], partial[p, n]
+            for m in range(out.shape[1]):
+                o[m] += s[m]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _gemv_km(x, w, kind, P, out):
-    # x (N, K) float32, w (K, M) uint16 patterns of `kind`, P strips (one per thread), out (N, M) float32, every
-    # entry written.
+def _gemv_km(x, w, kind, PK, PM, out):
+    # x (N, K) float32, w (K, M) uint16 patterns of `kind`, out (N, M) float32, every entry written. The work is
+    # cut into PK row ranges × PM column strips, one block per thread; block (ck, cm) sums rows k0..k1-1 of
+    # columns m0..m1-1. Row range 0 writes its sums into out, the others into `partial`, added in at the end.
     N, K = x.shape
     M = w.shape[1]
-    for c in prange(P):
-        m0 = c * M // P
-        m1 = (c + 1) * M // P
+    partial = np.empty((PK - 1, N, M), dtype=np.float32)
+    for c in prange(PK * PM):
+        ck, cm = c // PM, c % PM
+        k0, k1 = span(K, 8, PK, ck)                  # on multiples of 8: every range starts an eight-row pass
+        m0, m1 = span(M, 1, PM, cm)
         W = m1 - m0
-        acc = np.zeros((N, W), dtype=np.float32)     # this strip's outputs: Σ_k x[n, k]·w[k, j], from zero
+        acc = np.zeros((N, W), dtype=np.float32)     # this block's sums: Σ_k x[n, k]·w[k, j], from zero
         tile = np.empty((4, W), dtype=np.float32)    # four widened weight rows, shared by the N rows of x
-        k = 0
-        while k < K:
-            r = min(4, K - k)
-            if N == 1 and r == 4:
+        k = k0
+        while k < k1:
+            r = min(4, k1 - k)
+            if N == 1 and k1 - k >= 8:
+                # decode, eight rows per pass: the four-row pass below twice, each group of four added into the
+                # accumulator in turn (the same operations in the same order, so the same sums to the bit), with
+                # a[j] loaded and stored once per eight rows and eight rows of weights streaming at once
+                x0, x1, x2, x3 = x[0, k], x[0, k + 1], x[0, k + 2], x[0, k + 3]
+                x4, x5, x6, x7 = x[0, k + 4], x[0, k + 5], x[0, k + 6], x[0, k + 7]
+                w0, w1, w2, w3 = w[k, m0:m1], w[k + 1, m0:m1], w[k + 2, m0:m1], w[k + 3, m0:m1]
+                w4, w5, w6, w7 = w[k + 4, m0:m1], w[k + 5, m0:m1], w[k + 6, m0:m1], w[k + 7, m0:m1]
+                a = acc[0]
+                if kind == BF16:
+                    for j in range(W):
+                        aj = a[j] + ((x0 * bf16_to_f32(w0[j]) + x1 * bf16_to_f32(w1[j])) +
+                                     (x2 * bf16_to_f32(w2[j]) + x3 * bf16_to_f32(w3[j])))
+                        a[j] = aj + ((x4 * bf16_to_f32(w4[j]) + x5 * bf16_to_f32(w5[j])) +
+                                     (x6 * bf16_to_f32(w6[j]) + x7 * bf16_to_f32(w7[j])))
+                else:
+                    for j in range(W):
+                        aj = a[j] + ((x0 * fp16_to_f32(w0[j]) + x1 * fp16_to_f32(w1[j])) +
+                                     (x2 * fp16_to_f32(w2[j]) + x3 * fp16_to_f32(w3[j])))
+                        a[j] = aj + ((x4 * fp16_to_f32(w4[j]) + x5 * fp16_to_f32(w5[j])) +
+                                     (x6 * fp16_to_f32(w6[j]) + x7 * fp16_to_f32(w7[j])))
+                r = 8
+            elif N == 1 and r == 4:
                 # decode: widen in registers, four rows per pass, each weight read once
                 x0, x1, x2, x3 = x[0, k], x[0, k + 1], x[0, k + 2], x[0, k + 3]
                 w0, w1, w2, w3 = w[k, m0:m1], w[k + 1, m0:m1], w[k + 2, m0:m1], w[k + 3, m0:m1]
@@ -88,7 +159,11 @@ def _gemv_km(x, w, kind, P, out):
                         dst[j] = _widen(src[j], kind)
                 _accumulate(x, k, r, tile, acc)
             k += r
-        out[:, m0:m1] = acc
+        if ck == 0:
+            out[:, m0:m1] = acc
+        else:
+            partial[ck - 1, :, m0:m1] = acc
+    add_partials(partial, out)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -146,7 +221,7 @@ def half_matmul(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndar
         if transposed:
             _gemv_mk(x32, bits(np.ascontiguousarray(w)), kind, out32)
         else:
-            _gemv_km(x32, bits(np.ascontiguousarray(w)), kind, strips(out.shape[1]), out32)
+            _gemv_km(x32, bits(np.ascontiguousarray(w)), kind, *decode_split(K, M, 8), out32)
     else:
         step = max(MIN_STRIP, TILE_VALUES // max(K, 1))
         for m0 in range(0, M, step):
