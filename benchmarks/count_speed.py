@@ -7,8 +7,8 @@ cost, no kernel runs) against the closed forms (minitx.formulas) for the same ph
 Prints, per phase: seconds for the formulas, seconds for the shape-only run (model built, cache allocated by
 shape, the phase run under minitx.count()), their ratio, the largest Python allocation the run traced
 (tracemalloc), and whether the two ledgers agree to the FLOP and the byte; then the process's peak resident memory.
-The decode step is the one that fills the context: T − 1 tokens cached, T keys read. Timings are the median of a few runs
-after a warm-up (minitx.timed). A script, not a test: about 5-10 s.
+The decode step is the one that fills the context: T − 1 tokens cached, T keys read. Timings are the median of a
+few runs after a warm-up (minitx.timed). A script, not a test: about 5-10 s.
 """
 from __future__ import annotations
 

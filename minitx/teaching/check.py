@@ -21,8 +21,9 @@ rule of thumb, for a setting nothing here runs in. There are none today: a 16-bi
 the real models, too large to run here, are run by shape, their ops recording what they were handed.
 
 `run_checks()` returns the rows as `Claim`s (tests and lessons use it); `format_table` prints them; the command
-(`minitx check`, minitx/cli/check.py) prints the table or JSON and exits 1 if any claim fails. Two families run: a GPT-2-style model (learned positions, LayerNorm, GELU MLP,
-biases, tied head) and a Llama-style one (RoPE, RMSNorm, SwiGLU, grouped-query attention, untied head).
+(`minitx check`, minitx/cli/check.py) prints the table or JSON and exits 1 if any claim fails. Two families run:
+a GPT-2-style model (learned positions, LayerNorm, GELU MLP, biases, tied head) and a Llama-style one (RoPE,
+RMSNorm, SwiGLU, grouped-query attention, untied head).
 """
 from __future__ import annotations
 
